@@ -1,0 +1,45 @@
+"""The segmentor wrapper shared by every model family (mmseg's EncoderDecoder in tensor mode)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+# ImageNet normalisation in RGB order (mmseg SegDataPreProcessor with bgr_to_rgb=True).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class Segmentor(nn.Module):
+    """``backbone`` then ``decode_head``; ``forward(images)`` returns the decode head's logits.
+
+    Images are normalised float tensors (B, 3, H, W); logits are (B, num_classes, H/s, W/s) with
+    ``s = output_stride`` (ceil for sides that are not multiples of s). State-dict keys carry the official
+    ``backbone.`` / ``decode_head.`` prefixes.
+    """
+
+    def __init__(self, name: str, backbone: nn.Module, decode_head: nn.Module, num_classes: int,
+                 output_stride: int, size_divisor: int = 1):
+        super().__init__()
+        self.name = name
+        self.backbone = backbone
+        self.decode_head = decode_head
+        self.num_classes = num_classes
+        self.output_stride = output_stride
+        self.size_divisor = size_divisor  # inputs are padded/resized to this by the eval pipeline when > 1
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        check_images(images)
+        return self.decode_head(self.backbone(images))
+
+
+def check_images(images: torch.Tensor) -> None:
+    """One clear error for inputs the models cannot take (instead of a reshape traceback deep inside)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be a normalised float tensor, got dtype {images.dtype}")
+    if min(images.shape[-2:]) < 32:
+        raise ValueError(f"images must be at least 32x32 pixels, got {tuple(images.shape[-2:])}")
