@@ -107,11 +107,8 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
 # Matching
 # ----------------------------------------------------------------------------------------------------------------
 def convert_state_dict(state: StateDict, model: nn.Module) -> tuple[StateDict, list[str]]:
-    """Convert foreign naming (transformers, mmseg) to the model's own; identity when the keys already match."""
-    own = model.state_dict()
-    if set(state) & set(own):  # already in our naming (at least partly): strict matching reports the rest
-        return state, []
-    for convert in CONVERTERS:
+    """Convert foreign naming (transformers, mmseg) to the model's own; identity when no converter recognises it."""
+    for convert in CONVERTERS:  # each recognises its own format from the keys and returns None otherwise
         out = convert(state, model)
         if out is not None:
             return out

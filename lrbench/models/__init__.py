@@ -6,7 +6,8 @@ from typing import Callable
 
 import torch.nn as nn
 
-from . import lrformer
+from ..checkpoint import CONVERTERS
+from . import lrformer, segformer
 from .base import Segmentor
 
 # name -> builder(num_classes) ; every builder returns a module in train mode, create_model switches to eval.
@@ -19,8 +20,23 @@ def register(name: str, family: str, builder: Callable[[int], nn.Module]) -> Non
     _FAMILY[name] = family
 
 
-for _name in lrformer.CONFIGS:
-    register(_name, "lrformer", lambda num_classes, _n=_name: lrformer.build(_n, num_classes))
+for _module, _family in ((lrformer, "lrformer"), (segformer, "segformer")):
+    for _name in _module.CONFIGS:
+        register(_name, _family, lambda num_classes, _m=_module, _n=_name: _m.build(_n, num_classes))
+
+
+def _family_converter(family: str, convert, note: str):
+    """Wrap a family's key converter so it only applies to models of that family."""
+    def converter(state, model):
+        if _FAMILY.get(getattr(model, "name", "")) != family:
+            return None
+        out = convert(state)
+        return None if out is None else (out, [note])
+    return converter
+
+
+CONVERTERS.append(_family_converter("segformer", segformer.convert_from_transformers,
+                                    "converted from transformers SegFormer naming"))
 
 
 def list_models(family: str | None = None) -> list[str]:

@@ -1,0 +1,77 @@
+"""SegFormer B0-B5: equal to transformers' implementation on converted weights; published parameter counts."""
+import pytest
+import torch
+
+from conftest import randomize_
+from lrbench.checkpoint import load_checkpoint, save_safetensors
+from lrbench.models import create_model
+from lrbench.models.segformer import CONFIGS
+
+transformers = pytest.importorskip("transformers")
+
+# SegFormer paper, ADE20K (150 classes): params in millions
+PUBLISHED_PARAMS_M = {"segformer-b0": 3.8, "segformer-b1": 13.7, "segformer-b2": 27.5, "segformer-b3": 47.3,
+                      "segformer-b4": 64.1, "segformer-b5": 84.7}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_PARAMS_M))
+def test_params_match_published(name):
+    with torch.device("meta"):
+        m = create_model(name)
+    n = sum(p.numel() for p in m.parameters()) / 1e6
+    assert abs(n - PUBLISHED_PARAMS_M[name]) / PUBLISHED_PARAMS_M[name] < 0.02, n
+
+
+def hf_segformer(name: str, num_classes: int = 150, seed: int = 0):
+    cfg = CONFIGS[name]
+    hf_cfg = transformers.SegformerConfig(hidden_sizes=list(cfg.embed_dims), depths=list(cfg.depths),
+                                          decoder_hidden_size=cfg.decoder_dim, num_labels=num_classes)
+    torch.manual_seed(seed)
+    return randomize_(transformers.SegformerForSemanticSegmentation(hf_cfg), seed).eval()
+
+
+@pytest.mark.parametrize("name", ["segformer-b0", "segformer-b2"])
+def test_equal_to_transformers(name, tmp_path, rand_images):
+    hf = hf_segformer(name)
+    save_safetensors(hf.state_dict(), tmp_path / "model.safetensors")
+    ours = create_model(name)
+    notes = load_checkpoint(ours, tmp_path / "model.safetensors")
+    assert notes == ["converted from transformers SegFormer naming"]
+    for hw in [(256, 352), (200, 264)]:  # non-square; and sides that are not multiples of 32
+        x = rand_images(*hw)
+        with torch.inference_mode():
+            ref = hf(pixel_values=x).logits
+            got = ours(x)
+        assert got.shape == ref.shape == (1, 150, -(-hw[0] // 4), -(-hw[1] // 4))
+        assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_transformers_4x_hub_naming(tmp_path, rand_images):
+    """Hub files (nvidia/segformer-*) were written by transformers 4.x, whose names differ from 5.x."""
+    hf = hf_segformer("segformer-b0", num_classes=19, seed=3)
+    renames = [("segformer.stages.", "segformer.encoder."), ("layernorm_before", "layer_norm_1"),
+               ("layernorm_after", "layer_norm_2"), ("attention.q_proj", "attention.self.query"),
+               ("attention.k_proj", "attention.self.key"), ("attention.v_proj", "attention.self.value"),
+               ("attention.o_proj", "attention.output.dense"), ("mlp.fc1", "mlp.dense1"), ("mlp.fc2", "mlp.dense2"),
+               ("attention.sequence_reduction.sequence_reduction", "attention.self.sr"),
+               ("attention.sequence_reduction.layer_norm", "attention.self.layer_norm"),
+               ("decode_head.linear_projections", "decode_head.linear_c")]
+    old = {}
+    for k, v in hf.state_dict().items():
+        for a, b in renames:
+            k = k.replace(a, b)
+        # 4.x: segformer.encoder.{patch_embeddings,block,layer_norm}.{stage}...
+        parts = k.split(".")
+        if parts[:2] == ["segformer", "encoder"] and parts[3] in ("patch_embeddings", "blocks", "layer_norm"):
+            stage, kind = parts[2], {"patch_embeddings": "patch_embeddings", "blocks": "block",
+                                     "layer_norm": "layer_norm"}[parts[3]]
+            k = ".".join(["segformer", "encoder", kind, stage] + parts[4:])
+        old[k] = v
+    assert "segformer.encoder.block.0.0.attention.self.query.weight" in old
+    assert "segformer.encoder.patch_embeddings.0.proj.weight" in old and "segformer.encoder.layer_norm.3.bias" in old
+    torch.save(old, tmp_path / "pytorch_model.bin")
+    ours = create_model("segformer-b0", num_classes=19, checkpoint=str(tmp_path / "pytorch_model.bin"))
+    x = rand_images(128, 192)
+    with torch.inference_mode():
+        ref, got = hf(pixel_values=x).logits, ours(x)
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
