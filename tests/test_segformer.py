@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import randomize_
-from lrbench.checkpoint import load_checkpoint, save_safetensors
+from lrbench.checkpoint import CheckpointError, load_checkpoint, save_safetensors
 from lrbench.models import create_model
 from lrbench.models.segformer import CONFIGS
 
@@ -75,3 +75,69 @@ def test_transformers_4x_hub_naming(tmp_path, rand_images):
     with torch.inference_mode():
         ref, got = hf(pixel_values=x).logits, ours(x)
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_official_and_mmseg_checkpoints(tmp_path, rand_images):
+    """The NVlabs release (fused kv, linear_c1..4) and an mmseg MiT backbone with the MLP head load identically."""
+    hf = hf_segformer("segformer-b0", seed=5)
+    ref_model = create_model("segformer-b0")
+    load_checkpoint(ref_model, _save(hf.state_dict(), tmp_path / "hf.safetensors"))
+    sd = ref_model.state_dict()
+    x = rand_images(160, 224)
+    with torch.inference_mode():
+        ref = hf(pixel_values=x).logits
+
+    official = {}
+    for k, v in sd.items():  # written from the NVlabs module names
+        if ".attn.k." in k:
+            official[k.replace(".attn.k.", ".attn.kv.")] = torch.cat([v, sd[k.replace(".attn.k.", ".attn.v.")]], 0)
+            continue
+        if ".attn.v." in k:
+            continue
+        k = k.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv.").replace("decode_head.conv_seg.", "decode_head.linear_pred.")
+        if k.startswith("decode_head.linear_c."):
+            i = int(k.split(".")[2])
+            k = f"decode_head.linear_c{i + 1}." + k.split(".", 3)[3]
+        official[k] = v
+    torch.save({"state_dict": official}, tmp_path / "segformer.b0.512x512.ade.160k.pth")
+    m = create_model("segformer-b0", checkpoint=str(tmp_path / "segformer.b0.512x512.ade.160k.pth"))
+    with torch.inference_mode():
+        assert (m(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+    mm = {}
+    for k, v in sd.items():  # mmseg 1.x mit.py names
+        parts = k.split(".")
+        if k.startswith("backbone.patch_embed"):
+            mm[f"backbone.layers.{int(parts[1][-1]) - 1}.0.{'projection' if parts[2] == 'proj' else 'norm'}.{parts[3]}"] = v
+        elif k.startswith("backbone.norm"):
+            mm[f"backbone.layers.{int(parts[1][-1]) - 1}.2.{parts[2]}"] = v
+        elif k.startswith("backbone.block"):
+            pre = f"backbone.layers.{int(parts[1][-1]) - 1}.1.{parts[2]}."
+            sub = ".".join(parts[3:])
+            if sub.startswith(("attn.q.", "attn.k.", "attn.v.")):
+                if sub.startswith("attn.q."):
+                    kind = parts[-1]
+                    qkv = [sd[k.replace(".attn.q.", f".attn.{n}.")] for n in "qkv"]
+                    mm[pre + f"attn.attn.in_proj_{kind}"] = torch.cat(qkv, 0)
+                continue
+            sub = sub.replace("attn.proj.", "attn.attn.out_proj.").replace("mlp.fc1.", "ffn.layers.0.")
+            sub = sub.replace("mlp.dwconv.", "ffn.layers.1.").replace("mlp.fc2.", "ffn.layers.4.")
+            mm[pre + sub] = v[..., None, None] if sub.startswith("ffn.layers.") and sub.endswith("weight") and v.dim() == 2 else v
+        else:
+            mm[k] = v
+    torch.save({"meta": {}, "state_dict": mm}, tmp_path / "mmseg.pth")
+    m = create_model("segformer-b0")
+    assert load_checkpoint(m, tmp_path / "mmseg.pth") == ["converted from mmseg MixVisionTransformer naming"]
+    with torch.inference_mode():
+        assert (m(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+    mm_head = {k: v for k, v in mm.items() if not k.startswith("decode_head.")}
+    mm_head["decode_head.convs.0.conv.weight"] = torch.zeros(256, 32, 1, 1)
+    torch.save({"state_dict": mm_head}, tmp_path / "mmseg_head.pth")
+    with pytest.raises(CheckpointError, match="mmseg's SegformerHead"):
+        load_checkpoint(create_model("segformer-b0"), tmp_path / "mmseg_head.pth")
+
+
+def _save(sd, path):
+    save_safetensors(sd, path)
+    return path

@@ -7,7 +7,7 @@ from typing import Callable
 import torch.nn as nn
 
 from ..checkpoint import CONVERTERS
-from . import lrformer, segformer
+from . import lrformer, segformer, upernet_swin
 from .base import Segmentor
 
 # name -> builder(num_classes) ; every builder returns a module in train mode, create_model switches to eval.
@@ -20,23 +20,25 @@ def register(name: str, family: str, builder: Callable[[int], nn.Module]) -> Non
     _FAMILY[name] = family
 
 
-for _module, _family in ((lrformer, "lrformer"), (segformer, "segformer")):
+for _module, _family in ((lrformer, "lrformer"), (segformer, "segformer"), (upernet_swin, "upernet-swin")):
     for _name in _module.CONFIGS:
         register(_name, _family, lambda num_classes, _m=_module, _n=_name: _m.build(_n, num_classes))
 
 
-def _family_converter(family: str, convert, note: str):
-    """Wrap a family's key converter so it only applies to models of that family."""
+def _family_converter(family: str, convert):
+    """Apply a family's key converter (state -> (state, notes) or None) only to models of that family."""
     def converter(state, model):
-        if _FAMILY.get(getattr(model, "name", "")) != family:
-            return None
-        out = convert(state)
-        return None if out is None else (out, [note])
+        return convert(state) if _FAMILY.get(getattr(model, "name", "")) == family else None
     return converter
 
 
-CONVERTERS.append(_family_converter("segformer", segformer.convert_from_transformers,
-                                    "converted from transformers SegFormer naming"))
+CONVERTERS.extend([
+    _family_converter("segformer", segformer.convert_from_transformers),
+    _family_converter("segformer", segformer.convert_from_official),
+    _family_converter("segformer", segformer.convert_from_mmseg),
+    _family_converter("upernet-swin", upernet_swin.convert_from_transformers),
+    _family_converter("upernet-swin", upernet_swin.convert_from_mmseg),
+])
 
 
 def list_models(family: str | None = None) -> list[str]:

@@ -29,6 +29,7 @@ POOL_EPS = 0.001  # official tie-breaker: round(x + 0.001)
 
 def pooled_size(size: int, H: int, W: int) -> tuple[int, int]:
     """Aspect-preserving pooled grid whose short side is ``size`` (official rounding rule)."""
+    H, W = int(H), int(W)  # plain ints also under jit tracing (FLOP counting)
     if W >= H:
         return size, round(W * float(size) / H + POOL_EPS)
     return round(H * float(size) / W + POOL_EPS), size
@@ -63,7 +64,7 @@ class Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.conv1(x)
-        H, W = x.shape[-2:]
+        H, W = int(x.shape[-2]), int(x.shape[-1])
         return self.norm(x.flatten(2).transpose(1, 2)), (H, W)
 
 
@@ -77,7 +78,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.proj(x)
-        H, W = x.shape[-2:]  # the real (ceil) size; the official code uses floor, equal for multiples of 32
+        H, W = int(x.shape[-2]), int(x.shape[-1])  # the real (ceil) size; the official code uses floor, equal for multiples of 32
         return self.norm(x.flatten(2).transpose(1, 2)), (H, W)
 
 

@@ -30,7 +30,7 @@ class OverlapPatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)
-        H, W = x.shape[-2:]
+        H, W = int(x.shape[-2]), int(x.shape[-1])
         return self.norm(x.flatten(2).transpose(1, 2)), H, W
 
 
@@ -220,7 +220,7 @@ _HF_HEAD = [
 ]
 
 
-def convert_from_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+def convert_from_transformers(state: dict[str, torch.Tensor]):
     """Map transformers SegFormer keys (4.x hub or 5.x) to lrbench's; None if these are not SegFormer keys."""
     if not any(k.startswith("segformer.") for k in state):
         return None
@@ -240,4 +240,61 @@ def convert_from_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch
                     break
             new = ".".join((head, stage, idx, rest))
         out[new] = v
-    return out
+    return out, ["converted from transformers SegFormer naming"]
+
+
+def convert_from_official(state: dict[str, torch.Tensor]):
+    """NVlabs/SegFormer checkpoints (the paper's weights): fused ``attn.kv``, ``linear_c4..1``, ``linear_pred``."""
+    if not any(k.startswith("decode_head.linear_c1.") or ".attn.kv." in k for k in state):
+        return None
+    out = {}
+    for k, v in state.items():
+        k = k.replace(".mlp.dwconv.dwconv.", ".mlp.dwconv.").replace("decode_head.linear_pred.", "decode_head.conv_seg.")
+        k = re.sub(r"^decode_head\.linear_c(\d)\.", lambda m: f"decode_head.linear_c.{int(m.group(1)) - 1}.", k)
+        if ".attn.kv." in k:
+            C = v.shape[0] // 2
+            out[k.replace(".attn.kv.", ".attn.k.")], out[k.replace(".attn.kv.", ".attn.v.")] = v[:C], v[C:]
+            continue
+        out[k] = v
+    return out, ["converted from the official NVlabs SegFormer naming"]
+
+
+def convert_from_mmseg(state: dict[str, torch.Tensor]):
+    """mmseg ``MixVisionTransformer`` keys (``backbone.layers.i.{0,1,2}``) -> lrbench.
+
+    mmseg's own ``SegformerHead`` is a different decoder (a ConvModule with BN + ReLU per stage instead of the
+    paper's Linear projections), so only checkpoints whose decode head is the all-MLP head can be used as a whole.
+    """
+    if not any(re.match(r"^backbone\.layers\.\d\.1\.\d+\.attn\.attn\.in_proj_weight$", k) for k in state):
+        return None
+    if any(k.startswith("decode_head.convs.") for k in state):
+        from ..checkpoint import CheckpointError
+
+        raise CheckpointError("this is an mmseg SegFormer checkpoint whose decode head is mmseg's SegformerHead "
+                              "(ConvModule projections), not the paper's all-MLP head lrbench implements; use the "
+                              "transformers (nvidia/segformer-*) or official NVlabs weights")
+    out = {}
+    for k, v in state.items():
+        m = re.match(r"^backbone\.layers\.(\d)\.(\d)\.(.*)$", k)
+        if not m:
+            out[k] = v
+            continue
+        stage, part, rest = int(m.group(1)) + 1, m.group(2), m.group(3)
+        if part == "0":  # patch embedding
+            out[f"backbone.patch_embed{stage}.{rest.replace('projection.', 'proj.')}"] = v
+        elif part == "2":  # stage norm
+            out[f"backbone.norm{stage}.{rest}"] = v
+        else:
+            j, sub = rest.split(".", 1)
+            pre = f"backbone.block{stage}.{j}."
+            if sub.startswith("attn.attn.in_proj_"):
+                for name, chunk in zip("qkv", v.chunk(3, 0)):
+                    out[pre + f"attn.{name}.{sub.rsplit('_', 1)[1]}"] = chunk
+                continue
+            sub = sub.replace("attn.attn.out_proj.", "attn.proj.")
+            for a, b in (("ffn.layers.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.dwconv."), ("ffn.layers.4.", "mlp.fc2.")):
+                sub = sub.replace(a, b)
+            if sub.startswith(("mlp.fc1.weight", "mlp.fc2.weight")):
+                v = v.flatten(1)  # mmseg uses 1x1 convs for the FFN linears
+            out[pre + sub] = v
+    return out, ["converted from mmseg MixVisionTransformer naming"]
