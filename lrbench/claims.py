@@ -30,6 +30,7 @@ STAGE_HEADS = (2, 4, 10, 16)  # LRFormer heads; FLOPs do not depend on the head 
 SR_RATIOS = (8, 4, 2, 1)
 STAGE_STRIDES = (4, 8, 16, 32)
 KINDS = ("LRSA", "MHSA", "SRA")
+QUICK_SIZES: list[tuple[int, int]] = [(256, 256), (512, 512), (1024, 1024), (1024, 2048)]
 MODELS = ("lrformer-s", "segformer-b2", "upernet-swin-t")
 
 

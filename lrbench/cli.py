@@ -160,6 +160,127 @@ def speed_cmd(model: str = typer.Argument(..., help="Architecture name (see `lrb
                   f"{res['images_per_s']:.2f} images/s{mem}")
 
 
+@app.command("claims")
+@cli_command
+def claims_cmd(plot: Optional[str] = typer.Option(None, help="Write the cost-vs-resolution plot (PNG) here."),
+               out: Optional[str] = typer.Option(None, help="Write the result JSON here (atomically)."),
+               device: str = typer.Option("cpu", help="cpu | cuda (latency of the attention layers)."),
+               quick: bool = typer.Option(False, "--quick", help="Fewer sizes (256-1024) for a fast look."),
+               json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The LRSA scaling study: attention and whole-model cost vs resolution, with a verdict per claim."""
+    from .claims import QUICK_SIZES, plot_claims, run_claims
+
+    if device.startswith("cuda") and not _cuda():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("claims", total=None, status="")
+        res = run_claims(QUICK_SIZES if quick else None, device=device,
+                         progress=lambda d, n, what: bar.update(task, completed=d, total=n, description=what))
+    if out:
+        write_json(out, {"kind": "claims", **res})
+    if plot:
+        plot_claims(res, plot)
+    if json_out:
+        print_json(res)
+        return
+    table = Table(title=f"LRFormer claims, measured on {res['meta']['device_name']}")
+    for col in ("claim", "verdict", "evidence"):
+        table.add_column(col, overflow="fold")
+    for c in res["claims"]:
+        table.add_row(c["claim"], f"[{'green' if c['verdict'] == 'holds' else 'red'}]{c['verdict']}[/]", c["evidence"])
+    console.print(table)
+    if plot:
+        console.print(f"plot: {plot}")
+
+
+zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, inspect and pull zoo entries.")
+app.add_typer(zoo_app, name="zoo")
+
+
+def _fmt(v, spec: str = "") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+@zoo_app.command("list")
+@cli_command
+def zoo_list_cmd(dataset: Optional[str] = typer.Option(None, help="ade20k | coco-stuff | cityscapes"),
+                 family: Optional[str] = typer.Option(None, help="lrformer | segformer | upernet-swin"),
+                 json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Every zoo entry with its published numbers."""
+    from dataclasses import asdict
+
+    from .zoo import list_entries
+
+    entries = list_entries(dataset, family)
+    if json_out:
+        print_json([asdict(e) for e in entries])
+        return
+    table = Table(title="lrbench zoo (published numbers)")
+    for col in ("name", "arch", "dataset", "params (M)", "GFLOPs", "mIoU ss", "mIoU ms", "weights"):
+        table.add_column(col, justify="right" if col[0] in "pGm" else "left", no_wrap=col == "name")
+    for e in entries:
+        p = e.published
+        w = "-" if e.hub is None else (e.hub.repo_id + ("" if e.hub.filename_verified else " (file unverified)"))
+        table.add_row(e.name, e.arch, e.dataset, _fmt(p.get("params_m")), _fmt(p.get("gflops")),
+                      _fmt(p.get("miou_ss")), _fmt(p.get("miou_ms")), w)
+    console.print(table)
+
+
+@zoo_app.command("info")
+@cli_command
+def zoo_info_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-s_ade20k."),
+                 json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Everything the manifest knows about one entry, and where its converted weights are cached."""
+    from dataclasses import asdict
+
+    from .zoo import get_entry, lrbench_home
+
+    e = get_entry(name)
+    info = asdict(e) | {"family": e.family, "cache": str(lrbench_home() / "weights" / e.name)}
+    if json_out:
+        print_json(info)
+        return
+    table = Table(title=name, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for k, v in info.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}={b}" for a, b in v.items())
+        table.add_row(k, "-" if v is None else str(v))
+    console.print(table)
+
+
+@zoo_app.command("pull")
+@cli_command
+def zoo_pull_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-s_ade20k."),
+                 revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit)."),
+                 force: bool = typer.Option(False, "--force", help="Download and convert again."),
+                 repo_id: Optional[str] = typer.Option(None, "--repo-id", help="Override the hub repository."),
+                 filename: Optional[str] = typer.Option(None, help="Override the file name in the repository."),
+                 sha256: Optional[str] = typer.Option(None, help="Expected sha256 of the downloaded file."),
+                 json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Download (HF cache), verify and convert weights to lrbench safetensors ($LRBENCH_HOME)."""
+    from .zoo import pull
+
+    res = pull(name, revision=revision, force=force, repo_id=repo_id, filename=filename, sha256=sha256)
+    if json_out:
+        print_json(res)
+        return
+    state = "already converted" if res["cached"] else "converted"
+    console.print(f"{name}: {state} -> {res['path']}\n  source {res['source']}\n  sha256 {res['sha256']}")
+    for n in res["notes"]:
+        console.print(f"  note: {n}")
+
+
+def progress_bar(transient: bool = False):
+    """The rich progress bar every long command uses (on stderr, so --json output stays clean)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=err_console,
+                    transient=transient)
+
+
 def main() -> None:
     app()
 
