@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
+
+from .fileio import atomic_write_bytes
 
 StateDict = dict[str, torch.Tensor]
 
@@ -178,20 +179,6 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
 # ----------------------------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path`` so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_safetensors(state: StateDict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """Save a state dict as safetensors, atomically (tensors made contiguous, shared storage cloned)."""
     from safetensors.torch import save_file

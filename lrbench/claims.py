@@ -219,7 +219,7 @@ def plot_claims(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import atomic_write_bytes
+    from .fileio import atomic_write_bytes
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     sq = lambda rows: sorted((r for r in rows if r["size"][0] == r["size"][1]), key=lambda r: r["size"][0])  # noqa: E731

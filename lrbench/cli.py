@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from typing import Callable, Optional
 
 import typer
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .fileio import write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Reproduce LRFormer and its baselines: zoo, eval, flops, speed, claims, report.")
@@ -25,7 +27,7 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .checkpoint import CheckpointError
 
-    return (UserError, CheckpointError, FileNotFoundError, KeyError, ValueError)
+    return (UserError, CheckpointError, FileNotFoundError, FileExistsError, KeyError, ValueError)
 
 
 def cli_command(fn: Callable) -> Callable:
@@ -45,14 +47,6 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def write_json(path: str, obj: object) -> None:
-    """Write a result file atomically (readers never see a half-written file)."""
-    from .checkpoint import atomic_write_bytes
-
-    data = json.dumps(obj, indent=2) + "\n"
-    atomic_write_bytes(path, lambda tmp: open(tmp, "w").write(data))
 
 
 def print_json(obj: object) -> None:
@@ -191,6 +185,60 @@ def claims_cmd(plot: Optional[str] = typer.Option(None, help="Write the cost-vs-
     console.print(table)
     if plot:
         console.print(f"plot: {plot}")
+
+
+@app.command("eval")
+@cli_command
+def eval_cmd(model: str = typer.Argument(..., help="Zoo entry (lrformer-s_ade20k) or architecture (lrformer-s)."),
+             dataset: str = typer.Option(..., help="ade20k | coco-stuff | cityscapes"),
+             data_root: str = typer.Option(..., "--data-root", help="Folder with the dataset's standard layout."),
+             checkpoint: Optional[str] = typer.Option(None, help="Local weights (default: the zoo's)."),
+             protocol: str = typer.Option("ss", help="ss (single scale) | ms (6 scales + flip)."),
+             mode: Optional[str] = typer.Option(None, help="whole | slide (default: the recipe's)."),
+             limit: Optional[int] = typer.Option(None, help="Only the first N images."),
+             batch_size: int = typer.Option(1, "--batch-size", help="Images per loader batch."),
+             workers: int = typer.Option(2, help="DataLoader worker processes."),
+             device: str = typer.Option("cuda" if _cuda() else "cpu", help="cpu | cuda"),
+             amp: bool = typer.Option(False, "--amp", help="Autocast (fp16 on CUDA, bf16 on CPU)."),
+             out: Optional[str] = typer.Option(None, help="Result JSON (default results/<model>_<dataset>_<protocol>.json)."),
+             resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same --out."),
+             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+             skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip broken files (listed in the result)."),
+             json_out: bool = typer.Option(False, "--json", help="Print the result JSON.")) -> None:
+    """mIoU on a validation set with the standard protocol (resumable; distributed under torchrun)."""
+    from .evaluate import evaluate
+
+    out = out or f"results/{model}_{dataset}_{protocol}.json"
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task(f"{model} on {dataset}", total=None, status="")
+        seen = {"t0": None, "miou": ""}
+
+        def update(done: int, total: int, summary: dict) -> None:
+            now = time.perf_counter()
+            seen["t0"] = seen["t0"] or (now, done)
+            if summary.get("mIoU") is not None:
+                seen["miou"] = f"mIoU {summary['mIoU']:.2f}  "
+            dt = now - seen["t0"][0]
+            rate = f"{(done - seen['t0'][1]) / dt:.2f} img/s" if dt > 0 else ""
+            bar.update(task, completed=done, total=total, status=seen["miou"] + rate)
+
+        res = evaluate(model, dataset, data_root, checkpoint=checkpoint, protocol=protocol, mode=mode, limit=limit,
+                       batch_size=batch_size, workers=workers, device=device, amp=amp, out=out, resume=resume,
+                       overwrite=overwrite, skip_bad=skip_bad, progress=update)
+    if json_out:
+        print_json(res)
+        return
+    table = Table(title=f"{model} on {dataset} ({res['num_images']} images, {protocol}, {res['mode']})")
+    for col in ("class", "IoU", "Acc"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for r in res["per_class"]:
+        if r["IoU"] is not None:
+            table.add_row(r["class"], f"{r['IoU']:.2f}", _fmt(r["Acc"], ".2f"))
+    console.print(table)
+    console.print(f"[bold]mIoU {res['mIoU']:.2f}[/]  mAcc {_fmt(res['mAcc'], '.2f')}  aAcc {res['aAcc']:.2f}   "
+                  f"({res['timings']['images_per_s']:.2f} images/s on {res['device_name']}) -> {out}")
+    if res["skipped"]:
+        console.print(f"[yellow]skipped {len(res['skipped'])} bad files (listed in {out})[/]")
 
 
 zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, inspect and pull zoo entries.")

@@ -5,6 +5,7 @@ import torch
 
 # Never let a test reach the real hub, and keep caches inside the test's tmp dirs.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests that need a hub start a local one and lift this themselves
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

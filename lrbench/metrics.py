@@ -1,0 +1,75 @@
+"""mIoU exactly as mmseg's ``IoUMetric`` defines it, accumulated on the model's device with ``torch.bincount``.
+
+Per class c, over the whole dataset (not a per-image mean), counting only pixels whose label is not ignored:
+intersect_c = #(pred == label == c), pred_c = #(pred == c), label_c = #(label == c),
+union_c = pred_c + label_c - intersect_c.  IoU_c = intersect_c / union_c, Acc_c = intersect_c / label_c,
+aAcc = sum(intersect) / sum(label), mIoU / mAcc = nan-mean over classes (a class absent from both prediction and
+labels has 0/0 = NaN and is skipped). Reported in percent.
+"""
+from __future__ import annotations
+
+import torch
+
+AREA_KEYS = ("intersect", "union", "pred", "label")
+
+
+class IoUAccumulator:
+    """Integer areas per class; exact, order-independent, and summable across processes."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu"):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.areas = {k: torch.zeros(num_classes, dtype=torch.int64, device=device) for k in AREA_KEYS}
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor) -> None:
+        """Add one prediction (class ids) and its label map of the same shape."""
+        if pred.shape != label.shape:
+            raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(label.shape)}")
+        keep = label != self.ignore_index
+        p, t = pred[keep].long(), label[keep].long()
+        K = self.num_classes
+        inter = torch.bincount(p[p == t], minlength=K)[:K]
+        area_p = torch.bincount(p, minlength=K)[:K]
+        area_t = torch.bincount(t, minlength=K)[:K]
+        self.areas["intersect"] += inter
+        self.areas["pred"] += area_p
+        self.areas["label"] += area_t
+        self.areas["union"] += area_p + area_t - inter
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.cpu().clone() for k, v in self.areas.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for k in AREA_KEYS:
+            self.areas[k].copy_(state[k])
+
+    def all_reduce(self) -> None:
+        """Sum the areas over all processes of the default group (no-op when not distributed)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            stacked = torch.stack([self.areas[k] for k in AREA_KEYS])
+            dist.all_reduce(stacked)
+            for k, v in zip(AREA_KEYS, stacked):
+                self.areas[k] = v
+
+    def summary(self, class_names: tuple[str, ...] | None = None) -> dict:
+        return summarize(self.areas, class_names)
+
+
+def summarize(areas: dict[str, torch.Tensor], class_names: tuple[str, ...] | None = None) -> dict:
+    """aAcc / mIoU / mAcc (percent) and the per-class IoU / Acc table (NaN -> None) from accumulated areas."""
+    a = {k: v.double().cpu() for k, v in areas.items()}
+    iou = a["intersect"] / a["union"]  # 0/0 -> nan: class absent from both
+    acc = a["intersect"] / a["label"]
+    aacc = a["intersect"].sum() / a["label"].sum()
+    names = class_names or tuple(str(i) for i in range(len(iou)))
+
+    def pct(x: torch.Tensor) -> float | None:
+        return None if torch.isnan(x) else float(x) * 100
+
+    return {
+        "aAcc": pct(aacc), "mIoU": pct(torch.nanmean(iou)), "mAcc": pct(torch.nanmean(acc)),
+        "per_class": [{"class": n, "IoU": pct(i), "Acc": pct(c), "pixels": int(t)}
+                      for n, i, c, t in zip(names, iou, acc, a["label"])],
+    }

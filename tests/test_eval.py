@@ -1,0 +1,241 @@
+"""lrbench eval: exact mmseg metric, dataset conventions, inference modes, resume, distributed, bad input, CLI."""
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import randomize_
+from lrbench.cli import app
+from lrbench.data import DatasetError, SegDataset
+from lrbench.evaluate import MS_RATIOS, evaluate, predict_logits, preprocess, input_size
+from lrbench.metrics import IoUAccumulator
+from lrbench.models import create_model
+from synth import NUM_CLASSES, write_dataset
+
+IDENTITY = {"name": "identity", "test": {"resize": None, "size_divisor": 1, "mode": "whole"}}
+
+
+def mmseg_reference(preds, labels, num_classes, ignore=255):
+    """numpy transcription of mmseg IoUMetric.intersect_and_union + compute_metrics (histograms, nan-means)."""
+    tot = np.zeros((4, num_classes))
+    for p, l in zip(preds, labels):
+        m = l != ignore
+        p, l = p[m], l[m]
+        inter = p[p == l]
+        bins = np.arange(num_classes + 1)
+        ai, ap, al = (np.histogram(v, bins=bins)[0] for v in (inter, p, l))
+        tot += np.stack([ai, ai * 0 + ap + al - ai, ap, al])
+    inter, union, _, lab = tot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou, acc = inter / union, inter / lab
+    return {"aAcc": inter.sum() / lab.sum() * 100, "mIoU": np.nanmean(iou) * 100, "mAcc": np.nanmean(acc) * 100,
+            "IoU": iou * 100}
+
+
+def test_metric_equals_numpy_mmseg_reference():
+    rng = np.random.default_rng(0)
+    K = 12
+    preds = [rng.integers(0, K - 2, size=(17, 23)) for _ in range(5)]  # ids 0..9: 10, 11 never predicted
+    labels = [rng.integers(0, K - 3, size=(17, 23)) for _ in range(5)]  # ids 0..8: 9, 10, 11 never labelled
+    for l in labels:
+        l[rng.random(l.shape) < 0.2] = 255
+    acc = IoUAccumulator(K)
+    for p, l in zip(preds, labels):
+        acc.update(torch.from_numpy(p), torch.from_numpy(l))
+    got, ref = acc.summary(), mmseg_reference(preds, labels, K)
+    for k in ("aAcc", "mIoU", "mAcc"):
+        assert got[k] == pytest.approx(ref[k], abs=1e-9)
+    ious = [r["IoU"] for r in got["per_class"]]
+    assert ious[10] is None and ious[11] is None and ious[9] == 0.0  # absent from both: NaN; predicted only: 0
+    np.testing.assert_allclose([np.nan if i is None else i for i in ious], ref["IoU"], atol=1e-9)
+
+
+def test_metric_hand_computed():
+    pred = torch.tensor([[0, 0, 1], [1, 2, 2]])
+    label = torch.tensor([[0, 1, 1], [255, 2, 0]])
+    acc = IoUAccumulator(4)
+    acc.update(pred, label)
+    # kept pixels: (0,0) (0,1) (1,1) (2,2) (2,0): intersect [1,1,1,0], pred [2,1,2,0], label [2,2,1,0]
+    assert acc.areas["intersect"].tolist() == [1, 1, 1, 0] and acc.areas["union"].tolist() == [3, 2, 2, 0]
+    s = acc.summary()
+    assert s["mIoU"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 2) / 3 * 100)
+    assert s["aAcc"] == pytest.approx(3 / 5 * 100) and s["mAcc"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3 * 100)
+
+
+class Oracle(nn.Module):
+    """Reads the stored label id from the red channel and returns it as one-hot logits (output stride 1)."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.k, self.offset = NUM_CLASSES[dataset], 1 if dataset == "ade20k" else 0
+
+    def forward(self, x):
+        raw = (x[:, 0] * 58.395 + 123.675).round().long()
+        cls = (raw - self.offset).clamp(0, self.k - 1)
+        return F.one_hot(cls, self.k).permute(0, 3, 1, 2).float()
+
+
+@pytest.mark.parametrize("dataset", ["ade20k", "coco-stuff", "cityscapes"])
+def test_oracle_scores_100_in_each_layout(dataset, tmp_path):
+    write_dataset(tmp_path, dataset, n=3)
+    res = evaluate(Oracle(dataset), dataset, tmp_path, recipe=IDENTITY, workers=0)
+    assert res["mIoU"] == 100.0 and res["aAcc"] == 100.0 and res["num_images"] == 3
+    assert len(res["per_class"]) == NUM_CLASSES[dataset]
+
+
+def test_label_conventions(tmp_path):
+    root = write_dataset(tmp_path, "ade20k", n=1)
+    raw = np.asarray(Image.open(next((root / "annotations/validation").glob("*.png")))).astype(np.int64)
+    item = SegDataset("ade20k", tmp_path)[0]
+    expect = np.where(raw == 0, 255, raw - 1)
+    assert np.array_equal(item["label"].numpy(), expect) and (raw == 0).any() and (raw == 150).any() is not None
+    write_dataset(tmp_path, "cityscapes", n=3)
+    ds = SegDataset("cityscapes", tmp_path / "cityscapes")
+    assert len(ds) == 3 and {p.parent.name for p, _ in ds.items} == {"frankfurt", "lindau", "munster"}
+    raw = np.asarray(Image.open(ds.items[0][1])).astype(np.int64)
+    assert np.array_equal(ds[0]["label"].numpy(), raw)  # labelTrainIds are used as stored
+
+
+class PixelLinear(nn.Module):
+    """Context-free: a 1x1 conv, so each pixel's logits depend on that pixel alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = randomize_(nn.Conv2d(3, 19, 1), seed=4)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_whole_equals_slide_for_context_free_model(tmp_path):
+    write_dataset(tmp_path, "cityscapes", n=3, sizes=((64, 96),))
+    slide = {"name": "s", "test": {"resize": None, "size_divisor": 1, "mode": "slide", "crop": [40, 40],
+                                   "stride": [24, 24]}}
+    a = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
+    b = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=slide, workers=0)
+    assert b["mode"] == "slide" and a["areas"] == b["areas"] and a["mIoU"] < 100
+
+
+def test_ms_flip_matches_hand_written_reference(rand_images):
+    model = randomize_(nn.Conv2d(3, 5, 3, stride=2, padding=1), seed=2).eval()  # position dependent, stride 2
+    image = torch.randint(0, 256, (50, 70, 3), dtype=torch.uint8)
+    test = {"resize": [140, 100], "size_divisor": 8}
+    ref = torch.zeros(1, 5, 50, 70)
+    for r in MS_RATIOS:
+        # keep-ratio scale (long 140 r, short 100 r), then each side up to a multiple of 8
+        f = min(140 * r / 70, 100 * r / 50)
+        h, w = int(50 * f + 0.5), int(70 * f + 0.5)
+        size = (-(-h // 8) * 8, -(-w // 8) * 8)
+        assert input_size(50, 70, test, r) == size
+        x = preprocess(image, size)
+        for flip in (False, True):
+            xi = torch.flip(x, dims=[3]) if flip else x
+            y = F.interpolate(model(xi), size=size, mode="bilinear", align_corners=False)
+            y = torch.flip(y, dims=[3]) if flip else y
+            ref += F.interpolate(y, size=(50, 70), mode="bilinear", align_corners=False)
+    ref /= 12
+    with torch.no_grad():
+        got = predict_logits(model, image, test, protocol="ms")
+        torch.testing.assert_close(got, ref.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_resume_after_interruption_is_bit_identical(tmp_path):
+    write_dataset(tmp_path, "cityscapes", n=6)
+    ref = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
+    out = tmp_path / "res.json"
+
+    def interrupt(done, total, summary):
+        if done == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out), state_every=3,
+                 progress=interrupt)
+    assert not out.exists() and (tmp_path / "res.json.state.pt").exists()
+    with pytest.raises(FileExistsError, match="res.json.state.pt: an interrupted run can be continued; pass --resume"):
+        evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out))
+    seen = []
+    res = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out), resume=True,
+                   progress=lambda d, t, s: seen.append(d))
+    assert seen == [5, 6]  # only the two images not yet processed
+    assert res["areas"] == ref["areas"] and json.loads(out.read_text())["areas"] == ref["areas"]
+    assert not (tmp_path / "res.json.state.pt").exists()
+    with pytest.raises(FileExistsError, match="res.json already exists; pass --overwrite"):
+        evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out))
+
+
+def _dist_worker(rank, world, port, root, out):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    evaluate(PixelLinear(), "cityscapes", root, recipe=IDENTITY, workers=0, out=out)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_gloo_equals_one_process(tmp_path):
+    write_dataset(tmp_path, "cityscapes", n=5)
+    ref = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "dist.json"
+    torch.multiprocessing.spawn(_dist_worker, args=(2, port, str(tmp_path), str(out)), nprocs=2)
+    res = json.loads(out.read_text())
+    assert res["world_size"] == 2 and res["areas"] == ref["areas"] and res["mIoU"] == ref["mIoU"]
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    with pytest.raises(DatasetError, match=r"--data-root .*nowhere: folder not found"):
+        SegDataset("ade20k", tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"images/validation: folder not found; --data-root must hold the standard "
+                                           r"ade20k layout"):
+        SegDataset("ade20k", tmp_path / "empty")
+    root = write_dataset(tmp_path, "ade20k", n=4)
+    ann = sorted((root / "annotations/validation").glob("*.png"))
+    ann[0].unlink()
+    with pytest.raises(DatasetError, match=r"ADE_val_00000000.jpg: no annotation \(expected .*ADE_val_00000000.png\)"):
+        SegDataset("ade20k", tmp_path)
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(ann[0])
+    with pytest.raises(DatasetError, match=r"ADE_val_00000000.png: label size 10x10 differs from image size 96x64"):
+        evaluate(Oracle("ade20k"), "ade20k", tmp_path, recipe=IDENTITY, workers=0)
+    Image.fromarray(np.full((64, 96), 151, np.uint8)).save(ann[0])
+    with pytest.raises(DatasetError, match=r"ADE_val_00000000.png: label ids \[151\] outside the 150 classes of ade20k"):
+        evaluate(Oracle("ade20k"), "ade20k", tmp_path, recipe=IDENTITY, workers=2)  # raised from a worker, same text
+    img = sorted((root / "images/validation").glob("*.jpg"))[1]
+    img.write_bytes(b"not an image")
+    res = evaluate(Oracle("ade20k"), "ade20k", tmp_path, recipe=IDENTITY, workers=0, skip_bad=True)
+    assert res["num_images"] == 4 and len(res["skipped"]) == 2 and "unreadable image" in res["skipped"][1]
+    assert res["mIoU"] == 100.0
+
+
+def test_cli_end_to_end_with_local_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("LRBENCH_HOME", str(tmp_path / "lrbench"))
+    write_dataset(tmp_path / "data", "ade20k", n=2, sizes=((64, 80),))
+    model = randomize_(create_model("lrformer-t"), seed=1)
+    torch.save({"meta": {}, "state_dict": model.state_dict()}, tmp_path / "lrformer-t.pth")
+    out = tmp_path / "results" / "t.json"
+    args = ["eval", "lrformer-t", "--dataset", "ade20k", "--data-root", str(tmp_path / "data"), "--checkpoint",
+            str(tmp_path / "lrformer-t.pth"), "--workers", "0", "--out", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["arch"] == "lrformer-t" and res["recipe"] == "lrformer_ade20k" and res["num_images"] == 2
+    assert res["test"]["resize"] == [2048, 512] and 0 <= res["mIoU"] <= 100 and len(res["checkpoint_sha256"]) == 64
+    assert "mIoU" in r.stdout
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "t.json already exists; pass --overwrite" in r.stderr
+    r = CliRunner().invoke(app, ["eval", "lrformer-t", "--dataset", "ade20k", "--data-root", str(tmp_path / "data")])
+    assert r.exit_code == 2 and "lrformer-t_ade20k: yuhuan-wu/LRFormer-Models/" in r.stderr  # zoo weights, offline
+    assert "is not in the cache and HF_HUB_OFFLINE is set" in r.stderr
+    write_dataset(tmp_path / "data", "coco-stuff", n=1)
+    r = CliRunner().invoke(app, ["eval", "segformer-b0", "--dataset", "coco-stuff", "--data-root", str(tmp_path / "data")])
+    assert r.exit_code == 2 and "no weights for segformer-b0 on coco-stuff: pass --checkpoint FILE" in r.stderr
