@@ -237,5 +237,5 @@ def test_cli_end_to_end_with_local_checkpoint(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "lrformer-t_ade20k: yuhuan-wu/LRFormer-Models/" in r.stderr  # zoo weights, offline
     assert "is not in the cache and HF_HUB_OFFLINE is set" in r.stderr
     write_dataset(tmp_path / "data", "coco-stuff", n=1)
-    r = CliRunner().invoke(app, ["eval", "segformer-b0", "--dataset", "coco-stuff", "--data-root", str(tmp_path / "data")])
-    assert r.exit_code == 2 and "no weights for segformer-b0 on coco-stuff: pass --checkpoint FILE" in r.stderr
+    r = CliRunner().invoke(app, ["eval", "lrformer-s", "--dataset", "coco-stuff", "--data-root", str(tmp_path / "data")])
+    assert r.exit_code == 2 and "no weights for lrformer-s on coco-stuff: pass --checkpoint FILE" in r.stderr
