@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .fileio import write_json
+from .fileio import now_iso, write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Reproduce LRFormer and its baselines: zoo, eval, flops, speed, claims, report.")
@@ -103,7 +103,7 @@ def flops_cmd(model: str = typer.Argument(..., help="Architecture name (see `lrb
                       num_classes or default_num_classes(model, dataset))
     res["dataset"] = dataset
     if out:
-        write_json(out, {"kind": "flops", **res})
+        write_json(out, {"kind": "flops", "date": now_iso(), **res})
     if json_out:
         print_json(res)
         return
@@ -142,7 +142,7 @@ def speed_cmd(model: str = typer.Argument(..., help="Architecture name (see `lrb
     res = measure_speed(model, shape or default_flops_shape(model), batch_size, dtype, channels_last, compile,
                         device, warmup, iters)
     if out:
-        write_json(out, {"kind": "speed", **res})
+        write_json(out, {"kind": "speed", "date": now_iso(), **res})
     if json_out:
         print_json(res)
         return
@@ -171,7 +171,7 @@ def claims_cmd(plot: Optional[str] = typer.Option(None, help="Write the cost-vs-
         res = run_claims(QUICK_SIZES if quick else None, device=device,
                          progress=lambda d, n, what: bar.update(task, completed=d, total=n, description=what))
     if out:
-        write_json(out, {"kind": "claims", **res})
+        write_json(out, {"kind": "claims", "date": now_iso(), **res})
     if plot:
         plot_claims(res, plot)
     if json_out:
@@ -239,6 +239,41 @@ def eval_cmd(model: str = typer.Argument(..., help="Zoo entry (lrformer-s_ade20k
                   f"({res['timings']['images_per_s']:.2f} images/s on {res['device_name']}) -> {out}")
     if res["skipped"]:
         console.print(f"[yellow]skipped {len(res['skipped'])} bad files (listed in {out})[/]")
+
+
+@app.command("report")
+@cli_command
+def report_cmd(results: str = typer.Option("results", help="Folder of result JSON files."),
+               out: str = typer.Option("RESULTS.md", help="Markdown report (a .csv is written beside it)."),
+               plots: str = typer.Option("plots", help="Folder for the PNG plots.")) -> None:
+    """Regenerate RESULTS.md (+ CSV and plots) from result files and the zoo's published numbers."""
+    from .report import write_report
+
+    paths = write_report(results, out, plots)
+    console.print(f"wrote {paths['report']}, {paths['csv']} and {len(paths['plots'])} plots")
+
+
+@app.command("reproduce")
+@cli_command
+def reproduce_cmd(data_root: Optional[str] = typer.Option(None, "--data-root", help="Datasets (enables the evals)."),
+                  quick: bool = typer.Option(False, "--quick", help="ADE-sized FLOPs, fewer sizes and iterations."),
+                  results: str = typer.Option("results", help="Folder for the result JSON files."),
+                  out: str = typer.Option("RESULTS.md", help="The report."),
+                  plots: str = typer.Option("plots", help="Folder for the PNG plots."),
+                  device: str = typer.Option("cuda" if _cuda() else "cpu", help="cpu | cuda")) -> None:
+    """The main job: params, FLOPs, the claims study, speed (and evals with --data-root) -> RESULTS.md."""
+    from .report import reproduce
+
+    t0 = time.perf_counter()
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("reproduce", total=None, status="")
+        paths = reproduce(data_root, quick, results, out, plots, device,
+                          progress=lambda what: bar.update(task, description=what))
+    console.print(f"wrote {paths['report']} ({paths['csv']}, {len(paths['plots'])} plots) from {results}/ "
+                  f"in {time.perf_counter() - t0:.0f} s")
+    if not data_root:
+        console.print("mIoU rows stay pending: run `lrbench reproduce --data-root PATH` with the datasets, or the "
+                      "`lrbench eval` command shown in each row.")
 
 
 zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, inspect and pull zoo entries.")

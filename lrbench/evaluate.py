@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fileio import atomic_write_bytes, write_json
+from .fileio import atomic_write_bytes, now_iso, write_json
 from .data import IGNORE_INDEX, DatasetError, SegDataset, collate_list, get_spec
 from .metrics import IoUAccumulator
 
@@ -266,7 +266,7 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
     acc.all_reduce()
     summary = acc.summary(spec.classes)
     result = {
-        "kind": "eval", **info, "dataset": dataset, "data_root": str(ds.root), "num_images": len(indices),
+        "kind": "eval", "date": now_iso(), **info, "dataset": dataset, "data_root": str(ds.root), "num_images": len(indices),
         "recipe": recipe.get("name"), "test": test, "protocol": protocol, "mode": mode, "merge": merge,
         "aAcc": summary["aAcc"], "mIoU": summary["mIoU"], "mAcc": summary["mAcc"], "per_class": summary["per_class"],
         "areas": {k: v.tolist() for k, v in acc.state_dict().items()}, "skipped": skipped,

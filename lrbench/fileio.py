@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -31,3 +32,8 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
             f.write(data)
 
     atomic_write_bytes(path, write)
+
+
+def now_iso() -> str:
+    """UTC time to the second, for the ``date`` of result files."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()

@@ -1,0 +1,338 @@
+"""``lrbench report`` / ``lrbench reproduce``: RESULTS.md from result files and the zoo's published numbers.
+
+The report is a pure function of the result JSON files (``kind``: flops, speed, claims, eval), the zoo manifest
+and the code version: regenerating it from the same inputs gives the same bytes (no clock is read; the date shown is
+the newest result's). Verdicts:
+- cost: measured GFLOPs within ``FLOPS_TOL`` (5%) of the published figure -> "matches", else "differs";
+- mIoU: a full-set measurement within ``MIOU_TOL`` (0.5) of the published one -> "reproduced", else "not
+  reproduced"; a ``--limit`` run is "partial"; no measurement is "pending" with the command that would make it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from .fileio import atomic_write_bytes, now_iso
+
+FLOPS_TOL = 0.05
+MIOU_TOL = 0.5
+VAL_SIZES = {"ade20k": 2000, "coco-stuff": 5000, "cityscapes": 500}
+DATASET_TITLES = {"ade20k": "ADE20K val (150 classes)", "coco-stuff": "COCO-Stuff-164k val (171 classes)",
+                  "cityscapes": "Cityscapes val (19 classes)"}
+
+
+def load_results(results_dir: str | os.PathLike) -> dict[str, list[dict]]:
+    """Every ``*.json`` result under ``results_dir`` grouped by kind (files of other shapes are ignored)."""
+    out: dict[str, list[dict]] = {"flops": [], "speed": [], "claims": [], "eval": []}
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--results {root}: folder not found; run `lrbench reproduce` first")
+    for path in sorted(root.rglob("*.json")):
+        try:
+            obj = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); remove or regenerate it") from None
+        if isinstance(obj, dict) and obj.get("kind") in out:
+            out[obj["kind"]].append(obj)
+    return out
+
+
+def _f(v, spec=".1f", none="–") -> str:
+    return none if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def eval_command(entry, protocol: str) -> str:
+    ms = " --protocol ms" if protocol == "ms" else ""
+    return f"`lrbench eval {entry.name} --dataset {entry.dataset} --data-root PATH{ms}`"
+
+
+def _miou_cell(entry, protocol: str, evals: list[dict]) -> tuple[float | None, str]:
+    """(measured mIoU, verdict) for one entry and protocol."""
+    published = entry.published.get(f"miou_{protocol}")
+    runs = [r for r in evals if r.get("zoo_entry") == entry.name and r.get("protocol") == protocol]
+    full = [r for r in runs if r.get("num_images") == VAL_SIZES[entry.dataset] and not r.get("skipped")]
+    run = (full or runs or [None])[-1]
+    if run is None:
+        if published is None:
+            return None, "–"
+        if entry.hub is None:
+            return None, "pending: no released weights (pass --checkpoint to " + eval_command(entry, protocol)[1:]
+        return None, "pending: " + eval_command(entry, protocol)
+    measured = run["mIoU"]
+    if not full:
+        return measured, f"partial ({run['num_images']} of {VAL_SIZES[entry.dataset]} images)"
+    if published is None:
+        return measured, "measured (nothing published)"
+    return measured, "reproduced" if abs(measured - published) <= MIOU_TOL else "not reproduced"
+
+
+def dataset_table(dataset: str, zoo: dict, results: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per zoo entry of ``dataset``: published vs measured params, GFLOPs and mIoU (ss and ms)."""
+    flops = {(r["model"], tuple(r["shape"]), r["num_classes"]): r for r in results["flops"]}
+    rows = []
+    for e in (e for e in zoo.values() if e.dataset == dataset):
+        pub = e.published
+        shape = tuple(pub.get("flops_shape") or ())
+        f = flops.get((e.arch, shape, e.num_classes))
+        params = f["params"] / 1e6 if f else None
+        gflops = f["gflops"] if f else None
+        if gflops is None:
+            cost = f"pending: `lrbench flops {e.arch} --shape {shape[0]} {shape[1]} --dataset {dataset}`"
+        elif pub.get("gflops") is None:
+            cost = "measured (nothing published)"
+        else:
+            cost = "matches" if abs(gflops - pub["gflops"]) / pub["gflops"] <= FLOPS_TOL else "differs"
+        ss, v_ss = _miou_cell(e, "ss", results["eval"])
+        ms, v_ms = _miou_cell(e, "ms", results["eval"])
+        rows.append({
+            "model": e.name, "family": e.family, "input": f"{shape[0]}x{shape[1]}" if shape else None,
+            "params_pub": pub.get("params_m"), "params": params,
+            "gflops_pub": pub.get("gflops"), "gflops": gflops,
+            "gflops_delta_pct": (gflops / pub["gflops"] - 1) * 100 if gflops and pub.get("gflops") else None,
+            "cost_verdict": cost,
+            "miou_ss_pub": pub.get("miou_ss"), "miou_ss": ss,
+            "miou_ss_delta": ss - pub["miou_ss"] if ss is not None and pub.get("miou_ss") is not None else None,
+            "miou_ss_verdict": v_ss,
+            "miou_ms_pub": pub.get("miou_ms"), "miou_ms": ms,
+            "miou_ms_delta": ms - pub["miou_ms"] if ms is not None and pub.get("miou_ms") is not None else None,
+            "miou_ms_verdict": v_ms,
+        })
+    return pd.DataFrame(rows)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = ["model", "input", "params (M) pub / meas", "GFLOPs pub / meas (Δ%)", "cost", "mIoU ss pub / meas (Δ)",
+            "mIoU ss verdict", "mIoU ms pub / meas (Δ)", "mIoU ms verdict"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in df.itertuples():
+        d_g = f" ({r.gflops_delta_pct:+.1f}%)" if r.gflops_delta_pct is not None and not pd.isna(r.gflops_delta_pct) \
+            else ""
+        d_ss = f" ({r.miou_ss_delta:+.2f})" if _num(r.miou_ss_delta) else ""
+        d_ms = f" ({r.miou_ms_delta:+.2f})" if _num(r.miou_ms_delta) else ""
+        lines.append("| " + " | ".join([
+            r.model, r.input or "–", f"{_f(r.params_pub, 'g')} / {_f(r.params, '.2f')}",
+            f"{_f(r.gflops_pub, 'g')} / {_f(r.gflops, '.1f')}{d_g}", r.cost_verdict,
+            f"{_f(r.miou_ss_pub)} / {_f(r.miou_ss, '.2f')}{d_ss}", r.miou_ss_verdict,
+            f"{_f(r.miou_ms_pub)} / {_f(r.miou_ms, '.2f')}{d_ms}", r.miou_ms_verdict]) + " |")
+    return "\n".join(lines)
+
+
+def _num(v) -> bool:
+    return v is not None and not pd.isna(v)
+
+
+def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
+    """LRFormer vs SegFormer at similar FLOPs: each LRFormer against the cheapest SegFormer that costs at least as
+    much; holds when LRFormer's mIoU is higher. Measured GFLOPs / mIoU are used where present, else published."""
+    out = []
+    for dataset, df in tables.items():
+        def pick(r, key):
+            return (r[key], "measured") if _num(r[key]) else (r[f"{key}_pub"], "published")
+        lr = df[df.family == "lrformer"]
+        sf = df[df.family == "segformer"]
+        for _, a in lr.iterrows():
+            ga, ga_src = pick(a, "gflops")
+            ma, ma_src = pick(a, "miou_ss")
+            if not _num(ga) or not _num(ma) or "-in22k" in a.model:
+                continue
+            rivals = [(pick(b, "gflops"), pick(b, "miou_ss"), b.model) for _, b in sf.iterrows()]
+            rivals = sorted((g, m, n) for g, m, n in rivals if _num(g[0]) and _num(m[0]) and g[0] >= ga)
+            if not rivals:
+                continue
+            (gb, gb_src), (mb, mb_src), name = rivals[0]
+            out.append({
+                "claim": f"{a.model.split('_')[0]} beats {name.split('_')[0]} on {dataset} at fewer FLOPs",
+                "verdict": "holds" if ma > mb else "fails",
+                "evidence": f"mIoU {ma:.1f} ({ma_src}) vs {mb:.1f} ({mb_src}) at {ga:.1f} ({ga_src}) vs "
+                            f"{gb:.1f} ({gb_src}) GFLOPs",
+            })
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def render(results: dict[str, list[dict]], zoo: dict, plots: dict[str, str] | None = None,
+           commit: str | None = None) -> tuple[str, pd.DataFrame]:
+    """(Markdown, combined CSV table) for the given results; deterministic in its inputs."""
+    import torch
+
+    from . import __version__
+
+    tables = {d: dataset_table(d, zoo, results) for d in DATASET_TITLES}
+    claims = (results["claims"][-1]["claims"] if results["claims"] else []) + family_claims(tables)
+    dates = sorted(r.get("date") for k in results for r in results[k] if r.get("date"))
+    devices = sorted({r.get("device_name") for k in ("speed", "claims", "eval") for r in results[k]
+                      if r.get("device_name")} | {r["meta"]["device_name"] for r in results["claims"]})
+    L = ["# LRFormer reproduction results", "",
+         "_Generated by `lrbench report` from the result files and the zoo manifest; do not edit by hand._", ""]
+    held = sum(c["verdict"] == "holds" for c in claims)
+    n_eval = sum(1 for t in tables.values() for v in t.miou_ss_verdict if v == "reproduced")
+    pending = sum(1 for t in tables.values() for v in t.miou_ss_verdict if str(v).startswith("pending"))
+    L += ["## Summary", "",
+          f"- Claims: **{held} of {len(claims)} hold** on the measurements below"
+          + (f"; failing: {', '.join(c['claim'] for c in claims if c['verdict'] != 'holds')}." if held < len(claims)
+             else "."),
+          f"- Complexity: {sum((t.cost_verdict == 'matches').sum() for t in tables.values())} of "
+          f"{sum(t.gflops_pub.notna().sum() for t in tables.values())} published GFLOPs figures match the measured "
+          f"count within {FLOPS_TOL:.0%}.",
+          f"- mIoU (single scale): {n_eval} reproduced within {MIOU_TOL} mIoU, {pending} pending "
+          f"(needs a dataset and weights; each row gives the command).", ""]
+    L += ["## Claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
+    L += [f"| {c['claim']} | **{c['verdict']}** | {c['evidence']} |" for c in claims]
+    if plots and plots.get("claims"):
+        L += ["", f"![LRSA vs MHSA vs SRA cost]({plots['claims']})"]
+    if results["claims"]:
+        m = results["claims"][-1]["meta"]
+        L += ["", f"Attention layers: one per stage at LRFormer-S / SegFormer-B2 widths; latency on {m['device_name']}"
+                  f" (torch {m['torch']}, {m['iters']} iterations, layers over {m['max_gmacs']} GMACs not timed)."]
+    for d, title in DATASET_TITLES.items():
+        L += ["", f"## {title}", "", _md_table(tables[d])]
+        if plots and plots.get(d):
+            L += ["", f"![mIoU vs GFLOPs on {d}]({plots[d]})"]
+    L += ["", "GFLOPs: fvcore, one multiply-add = one FLOP, backbone + decode head, at the published input size. "
+              f"mIoU verdict tolerance ±{MIOU_TOL}; GFLOPs ±{FLOPS_TOL:.0%}."]
+    if results["speed"]:
+        L += ["", "## Speed", "", "| model | input | batch | dtype | device | torch | median ms (IQR) | images/s |",
+              "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(results["speed"], key=lambda r: (r["device_name"], r["model"], r["shape"])):
+            L.append(f"| {r['model']} | {r['shape'][0]}x{r['shape'][1]} | {r['batch_size']} | {r['dtype']}"
+                     f"{' cl' if r['channels_last'] else ''}{' compiled' if r['compile'] else ''} | {r['device_name']} "
+                     f"| {r['torch']} | {r['median_ms']:.1f} ({r['iqr_ms']:.1f}) | {r['images_per_s']:.2f} |")
+    L += ["", "## Provenance", "",
+          f"- lrbench {__version__}, git {commit or git_commit()}, torch {torch.__version__}",
+          f"- devices: {', '.join(devices) or '–'}",
+          f"- results dated {dates[0] if dates else '–'} to {dates[-1] if dates else '–'}",
+          f"- inputs: {sum(len(v) for v in results.values())} result files "
+          f"({', '.join(f'{len(v)} {k}' for k, v in results.items())})", ""]
+    csv = pd.concat([t.assign(dataset=d) for d, t in tables.items()], ignore_index=True)
+    return "\n".join(L), csv
+
+
+def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str) -> None:
+    """PNG: mIoU (measured where present, else published) vs GFLOPs, one line per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = tables[dataset]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for fam, style in (("lrformer", "o-"), ("segformer", "s--"), ("upernet-swin", "^-.")):
+        sub = df[(df.family == fam) & ~df.model.str.contains("-in22k")]
+        pts = sorted((g if _num(g) else gp, m if _num(m) else mp, n.split("_")[0]) for g, gp, m, mp, n in zip(
+            sub.gflops, sub.gflops_pub, sub.miou_ss, sub.miou_ss_pub, sub.model) if _num(g if _num(g) else gp)
+            and _num(m if _num(m) else mp))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=fam)
+            for g, m, n in pts:
+                ax.annotate(n.replace("lrformer-", "").replace("segformer-", "").replace("upernet-swin-", "swin-"),
+                            (g, m), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("GFLOPs (measured where available)")
+    ax.set_ylabel("mIoU single scale (measured, else published)")
+    ax.set_title(DATASET_TITLES[dataset], fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None}))
+    plt.close(fig)
+
+
+def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_dir: str | None = "plots") -> dict:
+    """Read results, write RESULTS.md (+ .csv beside it) and the plots; returns the paths written."""
+    from .claims import plot_claims
+    from .zoo import load_zoo
+
+    results = load_results(results_dir)
+    zoo = load_zoo()
+    out_path = Path(out)
+    plots: dict[str, str] = {}
+    if plots_dir:
+        tables = {d: dataset_table(d, zoo, results) for d in DATASET_TITLES}
+        pdir = Path(plots_dir)
+        for d in DATASET_TITLES:
+            plot_miou_vs_gflops(tables, str(pdir / f"miou_vs_gflops_{d}.png"), d)
+            plots[d] = os.path.relpath(pdir / f"miou_vs_gflops_{d}.png", out_path.parent)
+        if results["claims"] and results["claims"][-1].get("attention"):
+            plot_claims(results["claims"][-1], str(pdir / "claims.png"))
+            plots["claims"] = os.path.relpath(pdir / "claims.png", out_path.parent)
+    md, csv = render(results, zoo, plots)
+    atomic_write_bytes(out_path, lambda tmp: Path(tmp).write_text(md))
+    csv_path = out_path.with_suffix(".csv")
+    atomic_write_bytes(csv_path, lambda tmp: csv.to_csv(tmp, index=False, float_format="%.4f"))
+    return {"report": str(out_path), "csv": str(csv_path), "plots": sorted(plots.values())}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The one-command main job
+# ----------------------------------------------------------------------------------------------------------------
+SPEED_MODELS = ("lrformer-t", "lrformer-s", "segformer-b0", "segformer-b2")
+
+
+def reproduce(data_root: str | None = None, quick: bool = False, results_dir: str = "results",
+              out: str = "RESULTS.md", plots_dir: str = "plots", device: str = "cpu", progress=None) -> dict:
+    """Params + FLOPs of every zoo architecture at its published input, the claims study, a short speed run, then
+    (with ``data_root``) every eval whose dataset folder and weights are available; finally the report.
+
+    ``quick`` keeps the FLOPs of the cheap ADE20K-sized models only, fewer claim sizes and fewer speed iterations.
+    """
+    from .claims import QUICK_SIZES, run_claims
+    from .complexity import count_flops
+    from .fileio import write_json
+    from .speed import measure_speed
+    from .zoo import ZooError, load_zoo
+
+    def step(what: str) -> None:
+        if progress:
+            progress(what)
+
+    rdir = Path(results_dir)
+    zoo = load_zoo()
+    jobs = sorted({(e.arch, tuple(e.published["flops_shape"]), e.num_classes) for e in zoo.values()
+                   if e.published.get("flops_shape")})
+    if quick:
+        jobs = [j for j in jobs if j[1][0] * j[1][1] <= 640 * 640]
+    for arch, shape, k in jobs:
+        step(f"flops {arch} {shape[0]}x{shape[1]} ({k} classes)")
+        res = count_flops(arch, shape, k)
+        write_json(rdir / "flops" / f"{arch}_{shape[0]}x{shape[1]}_{k}.json", {"kind": "flops", "date": now_iso(), **res})
+    step("claims study")
+    res = run_claims(QUICK_SIZES if quick else None, device=device)
+    write_json(rdir / "claims.json", {"kind": "claims", "date": now_iso(), **res})
+    for name in SPEED_MODELS:
+        step(f"speed {name} 512x512")
+        res = measure_speed(name, (512, 512), device=device, warmup=1 if quick else 2, iters=3 if quick else 10)
+        write_json(rdir / "speed" / f"{name}_512x512_{device}.json", {"kind": "speed", "date": now_iso(), **res})
+    evals = []
+    if data_root:
+        from .data import DATASETS
+        from .evaluate import evaluate
+
+        for e in zoo.values():
+            spec = DATASETS[e.dataset]
+            root = Path(data_root)
+            if e.hub is None or not ((root / spec.folder).is_dir() or (root / spec.img_dir).is_dir()):
+                continue
+            step(f"eval {e.name}")
+            path = rdir / "eval" / f"{e.name}_ss.json"
+            if path.exists():
+                continue  # finished earlier: results are never recomputed silently
+            try:
+                evaluate(e.name, e.dataset, root / spec.folder if (root / spec.folder).is_dir() else root,
+                         out=str(path), resume=True, device=device)
+                evals.append(str(path))
+            except ZooError as err:  # weights not obtainable here: the row stays pending
+                step(f"skip {e.name}: {err}")
+    step("report")
+    return write_report(results_dir, out, plots_dir) | {"evals": evals}

@@ -1,0 +1,89 @@
+"""lrbench report: fixed result files -> tables, deltas and verdicts; byte-identical when regenerated."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from lrbench.cli import app
+from lrbench.report import load_results, render, write_report
+from lrbench.zoo import load_zoo
+
+
+def _write(d, name, obj):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text(json.dumps(obj))
+
+
+@pytest.fixture
+def results(tmp_path):
+    r = tmp_path / "results"
+    flops = dict(kind="flops", date="2026-11-25T08:00:00+00:00", by_operator={}, unsupported_ops={},
+                 params_backbone=0, params_head=0, gflops_backbone=0, gflops_head=0)
+    _write(r, "f1.json", {**flops, "model": "lrformer-s", "shape": [512, 512], "num_classes": 150,
+                          "params": 32.22e6, "gflops": 39.98})
+    _write(r, "f2.json", {**flops, "model": "segformer-b2", "shape": [512, 512], "num_classes": 150,
+                          "params": 27.46e6, "gflops": 62.66})
+    _write(r, "f3.json", {**flops, "model": "lrformer-t", "shape": [512, 512], "num_classes": 150,
+                          "params": 13.26e6, "gflops": 20.0})  # a (pretend) 17.6% miss -> "differs"
+    ev = dict(kind="eval", date="2026-11-25T09:00:00+00:00", dataset="ade20k", skipped=[], device_name="test CPU")
+    _write(r / "eval", "s.json", {**ev, "zoo_entry": "lrformer-s_ade20k", "protocol": "ss", "num_images": 2000,
+                                  "mIoU": 50.21})
+    _write(r / "eval", "b.json", {**ev, "zoo_entry": "lrformer-b_ade20k", "protocol": "ss", "num_images": 2000,
+                                  "mIoU": 49.0})
+    _write(r / "eval", "t.json", {**ev, "zoo_entry": "lrformer-t_ade20k", "protocol": "ss", "num_images": 10,
+                                  "mIoU": 60.0})
+    _write(r / "eval", "sb2.json", {**ev, "zoo_entry": "segformer-b2_ade20k", "protocol": "ss", "num_images": 2000,
+                                    "mIoU": 51.5})  # pretend SegFormer-B2 scored higher: the claim must fail
+    _write(r, "claims.json", {"kind": "claims", "date": "2026-11-25T08:30:00+00:00",
+                              "meta": {"device_name": "test CPU", "torch": "x", "iters": 1, "max_gmacs": 1.0},
+                              "claims": [{"claim": "LRSA attention FLOPs constant", "verdict": "holds",
+                                          "evidence": "0.12-0.12"}], "attention": [], "models": []})
+    _write(r, "notes.json", {"something": "else"})  # not a result: ignored
+    return r
+
+
+def test_tables_deltas_and_verdicts(results):
+    md, csv = render(load_results(results), load_zoo(), commit="abc1234")
+    ade = csv[csv.dataset == "ade20k"].set_index("model")
+    s = ade.loc["lrformer-s_ade20k"]
+    assert s.gflops_pub == 40 and s.gflops == pytest.approx(39.98) and s.cost_verdict == "matches"
+    assert s.miou_ss_delta == pytest.approx(0.21) and s.miou_ss_verdict == "reproduced"
+    assert ade.loc["lrformer-b_ade20k"].miou_ss_verdict == "not reproduced"
+    assert ade.loc["lrformer-b_ade20k"].miou_ss_delta == pytest.approx(-2.0)
+    assert ade.loc["lrformer-t_ade20k"].cost_verdict == "differs"
+    assert ade.loc["lrformer-t_ade20k"].miou_ss_verdict == "partial (10 of 2000 images)"
+    assert ade.loc["lrformer-l_ade20k"].miou_ss_verdict == (
+        "pending: `lrbench eval lrformer-l_ade20k --dataset ade20k --data-root PATH`")
+    assert ade.loc["lrformer-l_ade20k"].cost_verdict.startswith("pending: `lrbench flops lrformer-l --shape 640 640")
+    cs = csv[csv.dataset == "cityscapes"].set_index("model")
+    assert cs.loc["lrformer-t_cityscapes"].miou_ss_verdict.startswith("pending: no released weights")
+    assert cs.loc["segformer-b2_cityscapes"].miou_ms_pub == 82.2
+    # the markdown carries the same facts, the failing claim and the provenance
+    assert "| lrformer-s_ade20k | 512x512 | 32 / 32.22 | 40 / 40.0 (-0.1%) | matches | 50.0 / 50.21 (+0.21) | reproduced" in md
+    assert "| lrformer-s beats segformer-b2 on ade20k at fewer FLOPs | **fails** | mIoU 50.2 (measured) vs 51.5 " \
+           "(measured) at 40.0 (measured) vs 62.7 (measured) GFLOPs |" in md
+    assert "| LRSA attention FLOPs constant | **holds** | 0.12-0.12 |" in md
+    assert "git abc1234" in md and "results dated 2026-11-25T08:00:00+00:00 to 2026-11-25T09:00:00+00:00" in md
+    assert "failing: lrformer-s beats segformer-b2 on ade20k at fewer FLOPs" in md
+
+
+def test_report_is_byte_identical_when_regenerated(results, tmp_path):
+    a = write_report(str(results), str(tmp_path / "A.md"), str(tmp_path / "plots"))
+    first = (tmp_path / "A.md").read_bytes(), (tmp_path / "A.csv").read_bytes()
+    write_report(str(results), str(tmp_path / "A.md"), str(tmp_path / "plots"))
+    assert ((tmp_path / "A.md").read_bytes(), (tmp_path / "A.csv").read_bytes()) == first
+    assert a["plots"] == ["plots/miou_vs_gflops_ade20k.png", "plots/miou_vs_gflops_cityscapes.png",
+                          "plots/miou_vs_gflops_coco-stuff.png"]
+    assert (tmp_path / "plots" / "miou_vs_gflops_ade20k.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_cli_and_errors(results, tmp_path):
+    r = CliRunner().invoke(app, ["report", "--results", str(results), "--out", str(tmp_path / "R.md"), "--plots",
+                                 str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "R.md").read_text().startswith("# LRFormer reproduction results")
+    r = CliRunner().invoke(app, ["report", "--results", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "none: folder not found; run `lrbench reproduce` first" in r.stderr
+    (results / "broken.json").write_text("{")
+    r = CliRunner().invoke(app, ["report", "--results", str(results), "--out", str(tmp_path / "R2.md")])
+    assert r.exit_code == 2 and "broken.json: not valid JSON" in r.stderr and not (tmp_path / "R2.md").exists()
