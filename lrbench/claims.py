@@ -108,11 +108,16 @@ def attention_latency(kind: str, size: tuple[int, int], device: str, warmup: int
     return total
 
 
+def classes_for(size: tuple[int, int]) -> int:
+    """Cityscapes' 19 classes at its 1024x2048 input, ADE20K's 150 otherwise (as the published counts)."""
+    return 19 if tuple(size) == (1024, 2048) else 150
+
+
 def model_gmacs(name: str, size: tuple[int, int]) -> float:
     from .models import create_model
 
     with torch.device("meta"):
-        model = create_model(name)
+        model = create_model(name, num_classes=classes_for(size))
     x = torch.zeros(1, 3, *size, device="meta")
     return meta_macs(lambda: model(x))[0]
 
@@ -201,7 +206,8 @@ def judge_claims(attn_rows: list[dict], model_rows: list[dict]) -> list[dict]:
             lr, sf, sw = (m[(n, size)] for n in MODELS)
             out.append(_claim(f"LRFormer-S needs fewer FLOPs than SegFormer-B2 and UperNet-Swin-T at "
                               f"{size[0]}x{size[1]}", lr < sf and lr < sw,
-                              f"GMACs LRFormer-S {lr:.1f}, SegFormer-B2 {sf:.1f} ({sf / lr:.2f}x), "
+                              f"GMACs ({classes_for(size)} classes) LRFormer-S {lr:.1f}, SegFormer-B2 {sf:.1f} "
+                              f"({sf / lr:.2f}x), "
                               f"UperNet-Swin-T {sw:.1f} ({sw / lr:.1f}x)"))
     sq_sizes = sorted({tuple(r["size"]) for r in model_rows if r["size"][0] == r["size"][1]})
     if len(sq_sizes) >= 2:

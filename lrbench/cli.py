@@ -276,6 +276,29 @@ def reproduce_cmd(data_root: Optional[str] = typer.Option(None, "--data-root", h
                       "`lrbench eval` command shown in each row.")
 
 
+@app.command("convert")
+@cli_command
+def convert_cmd(model: str = typer.Argument(..., help="Architecture (see `lrbench models`)."),
+                checkpoint: str = typer.Argument(..., help="Official mmseg .pth, transformers .bin/.safetensors, ..."),
+                out: str = typer.Argument(..., help="Output .safetensors with lrbench key names."),
+                num_classes: int = typer.Option(150, help="Classes of the checkpoint's head."),
+                overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file.")) -> None:
+    """Convert a checkpoint to lrbench-named safetensors (checked strictly against the model first)."""
+    from pathlib import Path
+
+    from .checkpoint import save_safetensors
+    from .models import create_model
+
+    if not out.endswith(".safetensors"):
+        raise UserError(f"{out}: the output must be a .safetensors file")
+    if Path(out).exists() and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    net = create_model(model, num_classes=num_classes, checkpoint=checkpoint)
+    save_safetensors(net.state_dict(), out, metadata={"arch": model, "num_classes": str(num_classes),
+                                                      "source": Path(checkpoint).name})
+    console.print(f"{checkpoint} -> {out} ({model}, {num_classes} classes, {len(net.state_dict())} tensors)")
+
+
 zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, inspect and pull zoo entries.")
 app.add_typer(zoo_app, name="zoo")
 

@@ -61,7 +61,8 @@ def _miou_cell(entry, protocol: str, evals: list[dict]) -> tuple[float | None, s
         if published is None:
             return None, "–"
         if entry.hub is None:
-            return None, "pending: no released weights (pass --checkpoint to " + eval_command(entry, protocol)[1:]
+            return None, ("pending: no released weights; with your own: "
+                          + eval_command(entry, protocol)[:-1] + " --checkpoint FILE`")
         return None, "pending: " + eval_command(entry, protocol)
     measured = run["mIoU"]
     if not full:
@@ -156,7 +157,7 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5,
                               cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -239,7 +240,7 @@ def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str
                 ax.annotate(n.replace("lrformer-", "").replace("segformer-", "").replace("upernet-swin-", "swin-"),
                             (g, m), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("GFLOPs (measured where available)")
+    ax.set_xlabel("GFLOPs at each model's published input (measured where available)")
     ax.set_ylabel("mIoU single scale (measured, else published)")
     ax.set_title(DATASET_TITLES[dataset], fontsize=10)
     ax.grid(True, which="both", alpha=0.3)

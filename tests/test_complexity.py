@@ -128,3 +128,12 @@ def test_claims_verdicts_follow_the_measurements(claims_small):
             r["core_gmacs"] *= r["size"][0] / 256
     verdicts = {c["claim"]: c["verdict"] for c in judge_claims(rows, claims_small["models"])}
     assert verdicts["LRSA attention (QK^T, AV) FLOPs are constant in input resolution"] == "fails"
+
+
+@pytest.mark.parametrize("name", ["lrformer-t", "segformer-b0", "upernet-swin-t"])
+def test_meta_count_of_claims_agrees_with_fvcore(name):
+    """The claims study counts on the meta device (any resolution, no memory); it must agree with fvcore."""
+    from lrbench.claims import model_gmacs
+
+    fv = count_flops(name, (256, 320), 150)["gflops"]
+    assert model_gmacs(name, (256, 320)) == pytest.approx(fv, rel=0.01)

@@ -286,3 +286,21 @@ def test_not_a_checkpoint(tmp_path):
     torch.save({"meta": {"a": 1}}, tmp_path / "meta_only.pth")
     with pytest.raises(CheckpointError, match="no state dict found"):
         read_state_dict(tmp_path / "meta_only.pth")
+
+
+def test_convert_cli_roundtrip(tmp_path, rand_images):
+    from typer.testing import CliRunner
+
+    from lrbench.cli import app
+
+    model = randomize_(create_model("lrformer-t", num_classes=19), seed=7)
+    torch.save({"meta": {}, "state_dict": model.state_dict()}, tmp_path / "t.pth")
+    args = ["convert", "lrformer-t", str(tmp_path / "t.pth"), str(tmp_path / "t.safetensors"), "--num-classes", "19"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    x = rand_images(64, 96)
+    with torch.inference_mode():
+        assert torch.equal(create_model("lrformer-t", 19, checkpoint=str(tmp_path / "t.safetensors"))(x),
+                           model.eval()(x))
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "t.safetensors already exists; pass --overwrite" in r.stderr

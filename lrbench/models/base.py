@@ -43,3 +43,16 @@ def check_images(images: torch.Tensor) -> None:
         raise ValueError(f"images must be a normalised float tensor, got dtype {images.dtype}")
     if min(images.shape[-2:]) < 32:
         raise ValueError(f"images must be at least 32x32 pixels, got {tuple(images.shape[-2:])}")
+
+
+class ConvModule(nn.Module):
+    """mmcv's ConvModule as the decode heads use it: conv (no bias) -> BN -> ReLU, with mmcv's attribute names."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.activate = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.bn(self.conv(x)))

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from .base import Segmentor
+from .base import ConvModule, Segmentor
 
 BASE_POOLED_SIZES = (11, 8, 6, 4)  # key/value pyramid for a 16-pixel query grid
 POOL_EPS = 0.001  # official tie-breaker: round(x + 0.001)
@@ -208,19 +208,6 @@ class LRFormer(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # Decoder
 # ----------------------------------------------------------------------------------------------------------------
-class ConvModule(nn.Module):
-    """mmcv ConvModule equivalent: conv (no bias) -> BN -> ReLU, with the same attribute names."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.activate = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.bn(self.conv(x)))
-
-
 class HeadPoolingAttention(nn.Module):
     """LRHead attention on NCHW maps: Conv1x1 q, plain pools (no d_convs), plain Linear kv."""
 

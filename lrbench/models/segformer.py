@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from .base import Segmentor
+from .base import ConvModule, Segmentor
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -131,24 +131,13 @@ class MLPProj(nn.Module):
         return self.proj(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, -1, H, W)
 
 
-class ConvBNReLU(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.activate = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.bn(self.conv(x)))
-
-
 class SegFormerHead(nn.Module):
     """All-MLP decoder; logits at 1/4 resolution."""
 
     def __init__(self, in_channels: list[int], embed_dim: int, num_classes: int, dropout_ratio: float = 0.1):
         super().__init__()
         self.linear_c = nn.ModuleList(MLPProj(c, embed_dim) for c in in_channels)
-        self.linear_fuse = ConvBNReLU(embed_dim * len(in_channels), embed_dim)
+        self.linear_fuse = ConvModule(embed_dim * len(in_channels), embed_dim)
         self.dropout = nn.Dropout(dropout_ratio)
         self.conv_seg = nn.Conv2d(embed_dim, num_classes, 1)
 

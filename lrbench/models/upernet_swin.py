@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from .base import Segmentor
+from .base import ConvModule, Segmentor
 
 
 def window_partition(x: torch.Tensor, w: int) -> torch.Tensor:
@@ -188,19 +188,6 @@ class SwinTransformer(nn.Module):
             if stage.downsample is not None:
                 x, H, W = stage.downsample(x, H, W)
         return outs
-
-
-class ConvModule(nn.Module):
-    """conv (no bias) -> BN -> ReLU, mmcv names."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.activate = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.bn(self.conv(x)))
 
 
 def _up(x: torch.Tensor, size) -> torch.Tensor:
