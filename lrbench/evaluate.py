@@ -187,6 +187,9 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
         raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it, --resume to continue, "
                               f"or choose another --out")
     rank, world = _dist()
+    if world > 1 and device == "cuda":  # torchrun: one GPU per local rank
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+        torch.cuda.set_device(torch.device(device))
     spec = get_spec(dataset)
     ds = SegDataset(dataset, data_root)
     net, recipe, info = resolve_model(model, dataset, checkpoint, recipe)
