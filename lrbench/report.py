@@ -156,9 +156,17 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
 
 
 def git_commit() -> str:
+    """The last commit that changed the code, zoo or recipes (+ "-dirty" if they have uncommitted changes): stable
+    when only RESULTS.md itself is committed, so regenerating the report from the same inputs gives the same bytes."""
+    top = Path(__file__).resolve().parent.parent
+    paths = ["lrbench", "zoo", "recipes"]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args, "--", *paths], capture_output=True, text=True, timeout=5,
+                              cwd=top).stdout.strip()
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+        commit = git("log", "-1", "--format=%h")
+        return (commit + ("-dirty" if git("status", "--porcelain") else "")) if commit else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
