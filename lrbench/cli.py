@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -38,8 +39,12 @@ def cli_command(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except _user_errors() as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            err_console.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(msg))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            hint = "; continue with the same command and --resume" if fn.__name__ == "eval_cmd" else ""
+            err_console.print(f"[bold red]interrupted[/]{hint}", highlight=False)
+            raise typer.Exit(130) from None
     return wrapper
 
 

@@ -261,8 +261,9 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
                         since_save = 0
                     if progress:
                         progress(len(done), len(shard), acc.summary() if len(done) % 10 == 1 else {})
-    except KeyboardInterrupt:
-        save_state()
+    except BaseException:  # Ctrl-C or a bad file: keep what was measured, so --resume continues from here
+        if done:
+            save_state()
         raise
     wall = time.perf_counter() - t_start
     save_state()

@@ -239,3 +239,16 @@ def test_cli_end_to_end_with_local_checkpoint(tmp_path, monkeypatch):
     write_dataset(tmp_path / "data", "coco-stuff", n=1)
     r = CliRunner().invoke(app, ["eval", "lrformer-s", "--dataset", "coco-stuff", "--data-root", str(tmp_path / "data")])
     assert r.exit_code == 2 and "no weights for lrformer-s on coco-stuff: pass --checkpoint FILE" in r.stderr
+
+
+def test_cli_error_text_is_not_read_as_markup(tmp_path):
+    root = write_dataset(tmp_path, "ade20k", n=1)
+    ann = next((root / "annotations/validation").glob("*.png"))
+    Image.fromarray(np.full((64, 96), 151, np.uint8)).save(ann)
+    model = create_model("lrformer-t")
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "t.pth")
+    r = CliRunner().invoke(app, ["eval", "lrformer-t", "--dataset", "ade20k", "--data-root", str(tmp_path),
+                                 "--checkpoint", str(tmp_path / "t.pth"), "--workers", "0", "--out",
+                                 str(tmp_path / "r.json")])
+    assert r.exit_code == 2 and "label ids [151] outside the 150 classes of ade20k" in r.stderr
+    assert not (tmp_path / "r.json").exists()

@@ -87,3 +87,48 @@ def test_report_cli_and_errors(results, tmp_path):
     (results / "broken.json").write_text("{")
     r = CliRunner().invoke(app, ["report", "--results", str(results), "--out", str(tmp_path / "R2.md")])
     assert r.exit_code == 2 and "broken.json: not valid JSON" in r.stderr and not (tmp_path / "R2.md").exists()
+
+
+def test_reproduce_wiring_with_data_root(tmp_path, monkeypatch):
+    """reproduce: cost measurements (stubbed for speed), an eval pulled through the local hub, then the report."""
+    import io
+
+    import torch
+
+    import lrbench.claims
+    import lrbench.complexity
+    import lrbench.speed
+    from conftest import randomize_
+    from hubserver import LocalHub
+    from lrbench.models import create_model
+    from lrbench.report import reproduce
+    from synth import write_dataset
+
+    hub = LocalHub()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.setenv("LRBENCH_HOME", str(tmp_path / "home"))
+        buf = io.BytesIO()
+        torch.save({"state_dict": randomize_(create_model("lrformer-t")).state_dict()}, buf)
+        hub.add("yuhuan-wu/LRFormer-Models", "lrformer-t-160k_ade20k_46.7.pth", buf.getvalue())
+        monkeypatch.setattr(lrbench.complexity, "count_flops", lambda arch, shape, k: {
+            "model": arch, "shape": list(shape), "num_classes": k, "params": 1e6, "gflops": 1.0})
+        monkeypatch.setattr(lrbench.claims, "run_claims", lambda sizes, device: {
+            "meta": {"device_name": "stub", "torch": "x", "iters": 1, "max_gmacs": 1}, "attention": [], "models": [],
+            "claims": [{"claim": "stub claim", "verdict": "holds", "evidence": "-"}]})
+        monkeypatch.setattr(lrbench.speed, "measure_speed", lambda name, shape, **kw: {
+            "model": name, "shape": list(shape), "batch_size": 1, "dtype": "fp32", "channels_last": False,
+            "compile": False, "device_name": "stub", "torch": "x", "median_ms": 1.0, "iqr_ms": 0.0,
+            "images_per_s": 1000.0})
+        write_dataset(tmp_path / "data", "ade20k", n=2, sizes=((64, 80),))
+        paths = reproduce(str(tmp_path / "data"), quick=True, results_dir=str(tmp_path / "res"),
+                          out=str(tmp_path / "R.md"), plots_dir=str(tmp_path / "plots"))
+    finally:
+        hub.close()
+    assert paths["evals"] == [str(tmp_path / "res" / "eval" / "lrformer-t_ade20k_ss.json")]
+    md = (tmp_path / "R.md").read_text()
+    assert "| lrformer-t_ade20k | 512x512 | 13 / 1.00 | 17 / 1.0 (-94.1%) | differs | 46.7 / " in md
+    assert "partial (2 of 2000 images)" in md and "| stub claim | **holds** | - |" in md
+    # entries whose weights the hub does not have stay pending with their command
+    assert "pending: `lrbench eval lrformer-s_ade20k --dataset ade20k --data-root PATH`" in md
