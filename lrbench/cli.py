@@ -82,8 +82,9 @@ def models_cmd(family: Optional[str] = typer.Option(None, help="Only this family
         print_json(rows)
         return
     table = Table(title="lrbench architectures (150 classes)")
-    for col in ("name", "family", "params (M)", "stage dims", "depths", "stride"):
-        table.add_column(col, justify="right" if col in ("params (M)", "stride") else "left", no_wrap=True)
+    for col in ("name", "family", "params M", "stage dims", "depths", "stride"):
+        table.add_column(col, justify="right" if col in ("params M", "stride") else "left",
+                         no_wrap=col in ("name", "params M"), overflow="fold")
     for r in rows:
         table.add_row(r["name"], r["family"], f"{r['params'] / 1e6:.2f}", "/".join(map(str, r["dims"])),
                       "/".join(map(str, r["depths"])), str(r["output_stride"] or "-"))
@@ -326,14 +327,15 @@ def zoo_list_cmd(dataset: Optional[str] = typer.Option(None, help="ade20k | coco
     if json_out:
         print_json([asdict(e) for e in entries])
         return
-    table = Table(title="lrbench zoo (published numbers)")
-    for col in ("name", "arch", "dataset", "params (M)", "GFLOPs", "mIoU ss", "mIoU ms", "weights"):
-        table.add_column(col, justify="right" if col[0] in "pGm" else "left", no_wrap=col == "name")
+    table = Table(title="lrbench zoo (published numbers; `lrbench zoo info NAME` for sources and files)")
+    for col in ("name", "params M", "GFLOPs", "input", "mIoU ss", "mIoU ms", "weights"):
+        table.add_column(col, justify="left" if col in ("name", "weights") else "right", no_wrap=col == "name")
     for e in entries:
         p = e.published
-        w = "-" if e.hub is None else (e.hub.repo_id + ("" if e.hub.filename_verified else " (file unverified)"))
-        table.add_row(e.name, e.arch, e.dataset, _fmt(p.get("params_m")), _fmt(p.get("gflops")),
-                      _fmt(p.get("miou_ss")), _fmt(p.get("miou_ms")), w)
+        w = "none known" if e.hub is None else ("hub" if e.hub.filename_verified else "hub, file name guessed")
+        shape = "x".join(map(str, p.get("flops_shape") or [])) or "-"
+        table.add_row(e.name, _fmt(p.get("params_m")), _fmt(p.get("gflops")), shape, _fmt(p.get("miou_ss")),
+                      _fmt(p.get("miou_ms")), w)
     console.print(table)
 
 

@@ -210,8 +210,8 @@ def _download(entry: ZooEntry, hub: Hub, force: bool) -> str:
             why = "HF_HUB_OFFLINE is set" if _offline() else "the hub cannot be reached"
             raise ZooError(f"{entry.name}: {where} is not in the cache and {why}; connect and run "
                            f"`lrbench zoo pull {entry.name}`, or pass a local file with --checkpoint") from None
-        raise ZooError(f"{entry.name}: cannot download {where} ({type(cause).__name__}: {cause}); check the "
-                       f"network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache") from None
+        raise ZooError(f"{entry.name}: cannot download {where} and it is not in the cache ({type(cause).__name__}: "
+                       f"{cause}); check the network or HF_ENDPOINT, or pass a local file with --checkpoint") from None
 
 
 def converted_path(entry: ZooEntry, source: str) -> Path:
