@@ -1,6 +1,7 @@
 """SegFormer B0-B5: equal to transformers' implementation on converted weights; published parameter counts."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import randomize_
 from lrbench.checkpoint import CheckpointError, load_checkpoint, save_safetensors
@@ -131,11 +132,39 @@ def test_official_and_mmseg_checkpoints(tmp_path, rand_images):
     with torch.inference_mode():
         assert (m(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
 
-    mm_head = {k: v for k, v in mm.items() if not k.startswith("decode_head.")}
-    mm_head["decode_head.convs.0.conv.weight"] = torch.zeros(256, 32, 1, 1)
-    torch.save({"state_dict": mm_head}, tmp_path / "mmseg_head.pth")
-    with pytest.raises(CheckpointError, match="mmseg's SegformerHead"):
+    # mmseg's own SegFormer checkpoints carry mmseg's SegformerHead: they load into segformer-b0-mmseg only
+    g = torch.Generator().manual_seed(9)
+    head = {}
+    for i, c in enumerate((32, 64, 160, 256)):
+        head[f"decode_head.convs.{i}.conv.weight"] = torch.randn(256, c, 1, 1, generator=g) / c ** 0.5
+    head["decode_head.fusion_conv.conv.weight"] = torch.randn(256, 1024, 1, 1, generator=g) / 32
+    for name in [f"convs.{i}" for i in range(4)] + ["fusion_conv"]:
+        head[f"decode_head.{name}.bn.weight"] = torch.rand(256, generator=g) + 0.5
+        head[f"decode_head.{name}.bn.bias"] = torch.randn(256, generator=g) * 0.1
+        head[f"decode_head.{name}.bn.running_mean"] = torch.randn(256, generator=g) * 0.1
+        head[f"decode_head.{name}.bn.running_var"] = torch.rand(256, generator=g) + 0.5
+        head[f"decode_head.{name}.bn.num_batches_tracked"] = torch.tensor(7)
+    head["decode_head.conv_seg.weight"] = torch.randn(150, 256, 1, 1, generator=g) / 16
+    head["decode_head.conv_seg.bias"] = torch.randn(150, generator=g)
+    mm_head = {**{k: v for k, v in mm.items() if not k.startswith("decode_head.")}, **head}
+    torch.save({"meta": {}, "state_dict": mm_head}, tmp_path / "mmseg_head.pth")
+    with pytest.raises(CheckpointError, match=r"looks like segformer-b0-mmseg \(mmseg's SegformerHead\), not "
+                                              r"segformer-b0: wrong variant"):
         load_checkpoint(create_model("segformer-b0"), tmp_path / "mmseg_head.pth")
+    m = create_model("segformer-b0-mmseg", checkpoint=str(tmp_path / "mmseg_head.pth"))
+
+    def conv_module(x, name):  # mmcv ConvModule in eval mode, written from mmseg's SegformerHead
+        x = F.conv2d(x, head[f"decode_head.{name}.conv.weight"])
+        bn = [head[f"decode_head.{name}.bn.{k}"] for k in ("running_mean", "running_var", "weight", "bias")]
+        return F.relu(F.batch_norm(x, *bn, training=False, eps=1e-5))
+
+    with torch.inference_mode():
+        feats = hf.segformer(x, output_hidden_states=True).hidden_states  # the 4 stage outputs, NCHW
+        outs = [F.interpolate(conv_module(f, f"convs.{i}"), size=feats[0].shape[2:], mode="bilinear",
+                              align_corners=False) for i, f in enumerate(feats)]
+        ref = F.conv2d(conv_module(torch.cat(outs, 1), "fusion_conv"), head["decode_head.conv_seg.weight"],
+                       head["decode_head.conv_seg.bias"])
+        assert (m(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
 def _save(sd, path):

@@ -87,7 +87,7 @@ __all__ = ["create_model", "list_models", "model_family", "resolve_name", "regis
 
 def guess_architecture(state) -> str | None:
     """Best guess of which registered architecture a (converted) state dict belongs to, for error messages."""
-    return lrformer.guess_variant(state)
+    return lrformer.guess_variant(state) or segformer.guess_variant(state)
 
 
 def describe_models(family: str | None = None) -> list[dict]:

@@ -147,11 +147,29 @@ class SegFormerHead(nn.Module):
         return self.conv_seg(self.dropout(self.linear_fuse(torch.cat(x[::-1], dim=1))))
 
 
+class MMSegFormerHead(nn.Module):
+    """mmseg's ``SegformerHead``: per-stage 1x1 ConvModule (conv + BN + ReLU), resize to 1/4, concat in stage order,
+    1x1 ConvModule fusion, classifier. The decoder of mmseg's own SegFormer checkpoints (``segformer-bX-mmseg``)."""
+
+    def __init__(self, in_channels: list[int], channels: int, num_classes: int, dropout_ratio: float = 0.1):
+        super().__init__()
+        self.convs = nn.ModuleList(ConvModule(c, channels) for c in in_channels)
+        self.fusion_conv = ConvModule(channels * len(in_channels), channels)
+        self.dropout = nn.Dropout2d(dropout_ratio)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[2:]
+        x = [F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False) for conv, f in zip(self.convs, feats)]
+        return self.conv_seg(self.dropout(self.fusion_conv(torch.cat(x, dim=1))))
+
+
 @dataclass(frozen=True)
 class SegFormerConfig:
     embed_dims: tuple[int, int, int, int]
     depths: tuple[int, int, int, int]
     decoder_dim: int
+    mmseg_head: bool = False  # mmseg's SegformerHead instead of the paper's all-MLP head
 
 
 CONFIGS: dict[str, SegFormerConfig] = {
@@ -164,10 +182,14 @@ CONFIGS: dict[str, SegFormerConfig] = {
 }
 
 
+CONFIGS.update({f"{name}-mmseg": SegFormerConfig(c.embed_dims, c.depths, c.decoder_dim, mmseg_head=True)
+                for name, c in list(CONFIGS.items())})
+
+
 def build(name: str, num_classes: int = 150) -> Segmentor:
     cfg = CONFIGS[name]
     backbone = MixVisionTransformer(cfg.embed_dims, cfg.depths)
-    head = SegFormerHead(list(cfg.embed_dims), cfg.decoder_dim, num_classes)
+    head = (MMSegFormerHead if cfg.mmseg_head else SegFormerHead)(list(cfg.embed_dims), cfg.decoder_dim, num_classes)
     return Segmentor(name, backbone, head, num_classes=num_classes, output_stride=4)
 
 
@@ -251,17 +273,11 @@ def convert_from_official(state: dict[str, torch.Tensor]):
 def convert_from_mmseg(state: dict[str, torch.Tensor]):
     """mmseg ``MixVisionTransformer`` keys (``backbone.layers.i.{0,1,2}``) -> lrbench.
 
-    mmseg's own ``SegformerHead`` is a different decoder (a ConvModule with BN + ReLU per stage instead of the
-    paper's Linear projections), so only checkpoints whose decode head is the all-MLP head can be used as a whole.
+    mmseg's own ``SegformerHead`` (``decode_head.convs.*``, ``fusion_conv``) is not the paper's all-MLP head: its keys are
+    kept as they are and load into the ``segformer-bX-mmseg`` architectures.
     """
     if not any(re.match(r"^backbone\.layers\.\d\.1\.\d+\.attn\.attn\.in_proj_weight$", k) for k in state):
         return None
-    if any(k.startswith("decode_head.convs.") for k in state):
-        from ..checkpoint import CheckpointError
-
-        raise CheckpointError("this is an mmseg SegFormer checkpoint whose decode head is mmseg's SegformerHead "
-                              "(ConvModule projections), not the paper's all-MLP head lrbench implements; use the "
-                              "transformers (nvidia/segformer-*) or official NVlabs weights")
     out = {}
     for k, v in state.items():
         m = re.match(r"^backbone\.layers\.(\d)\.(\d)\.(.*)$", k)
@@ -287,3 +303,18 @@ def convert_from_mmseg(state: dict[str, torch.Tensor]):
                 v = v.flatten(1)  # mmseg uses 1x1 convs for the FFN linears
             out[pre + sub] = v
     return out, ["converted from mmseg MixVisionTransformer naming"]
+
+
+def guess_variant(state: dict[str, torch.Tensor]) -> str | None:
+    """Name the SegFormer variant of an lrbench-named state dict (for the error when it does not fit)."""
+    try:
+        dims = tuple(state[f"backbone.patch_embed{i}.proj.weight"].shape[0] for i in (1, 2, 3, 4))
+    except KeyError:
+        return None
+    depths = tuple(len({k.split(".")[2] for k in state if k.startswith(f"backbone.block{i}.")}) for i in (1, 2, 3, 4))
+    mmseg = any(k.startswith("decode_head.convs.") for k in state)
+    for name, cfg in CONFIGS.items():
+        if cfg.embed_dims == dims and cfg.depths == depths and cfg.mmseg_head == mmseg:
+            head = " (mmseg's SegformerHead)" if mmseg else ""
+            return f"{name}{head}"
+    return None
