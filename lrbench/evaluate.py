@@ -12,6 +12,7 @@ SegTTAModel does).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -124,12 +125,6 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    from .zoo import sha256_file
-
-    return sha256_file(path)
-
-
 def _atomic_torch_save(obj: object, path: Path) -> None:
     atomic_write_bytes(path, lambda tmp: torch.save(obj, tmp))
 
@@ -158,7 +153,7 @@ def resolve_model(model: str | nn.Module, dataset: str, checkpoint: str | None,
     """(model, recipe, info) for a zoo entry or architecture name (weights from --checkpoint or the zoo)."""
     from .models import create_model, resolve_name
     from .recipes import default_recipe, get_recipe
-    from .zoo import load_zoo, pull
+    from .zoo import load_zoo, pull, sha256_file
 
     spec = get_spec(dataset)
     if isinstance(model, nn.Module):
@@ -178,7 +173,7 @@ def resolve_model(model: str | nn.Module, dataset: str, checkpoint: str | None,
         checkpoint = pull(entry.name)["path"]
     net = create_model(arch, num_classes=spec.num_classes, checkpoint=checkpoint)
     return net, recipe, {"model": model, "arch": arch, "zoo_entry": entry.name if entry else None,
-                         "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint)}
+                         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint)}
 
 
 def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike, checkpoint: str | None = None,
@@ -205,6 +200,8 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
     if out_path is not None and out_path.exists() and not (overwrite or resume):
         raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it, --resume to continue, "
                               f"or choose another --out")
+    if out_path is not None and out_path.exists() and resume and not any(out_path.parent.glob(out_path.name + ".state*")):
+        return json.loads(out_path.read_text())  # finished earlier: --resume never recomputes a final result
     rank, world = _dist()
     if world > 1 and device == "cuda":  # torchrun: one GPU per local rank
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"

@@ -169,6 +169,11 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
     assert not (tmp_path / "res.json.state.pt").exists()
     with pytest.raises(FileExistsError, match="res.json already exists; pass --overwrite"):
         evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out))
+    before = out.read_bytes()
+    seen.clear()
+    again = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out), resume=True,
+                     progress=lambda d, t, s: seen.append(d))
+    assert seen == [] and again["areas"] == ref["areas"] and out.read_bytes() == before  # nothing recomputed
 
 
 def _dist_worker(rank, world, port, root, out):
