@@ -54,7 +54,11 @@ def eval_command(entry, protocol: str) -> str:
 def _miou_cell(entry, protocol: str, evals: list[dict]) -> tuple[float | None, str]:
     """(measured mIoU, verdict) for one entry and protocol."""
     published = entry.published.get(f"miou_{protocol}")
-    runs = [r for r in evals if r.get("zoo_entry") == entry.name and r.get("protocol") == protocol]
+    from .recipes import get_recipe
+
+    mode = get_recipe(entry.recipe)["test"].get("mode", "whole")
+    runs = [r for r in evals if r.get("zoo_entry") == entry.name and r.get("protocol") == protocol  # the published
+            and r.get("recipe") == entry.recipe and r.get("mode") == mode]  # protocol only, not e.g. a --mode slide run
     full = [r for r in runs if r.get("num_images") == VAL_SIZES[entry.dataset] and not r.get("skipped")]
     run = (full or runs or [None])[-1]
     if run is None:

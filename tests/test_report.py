@@ -25,7 +25,8 @@ def results(tmp_path):
                           "params": 27.46e6, "gflops": 62.66})
     _write(r, "f3.json", {**flops, "model": "lrformer-t", "shape": [512, 512], "num_classes": 150,
                           "params": 13.26e6, "gflops": 20.0})  # a (pretend) 17.6% miss -> "differs"
-    ev = dict(kind="eval", date="2026-11-25T09:00:00+00:00", dataset="ade20k", skipped=[], device_name="test CPU")
+    ev = dict(kind="eval", date="2026-11-25T09:00:00+00:00", dataset="ade20k", skipped=[], device_name="test CPU",
+              recipe="lrformer_ade20k", mode="whole")
     _write(r / "eval", "s.json", {**ev, "zoo_entry": "lrformer-s_ade20k", "protocol": "ss", "num_images": 2000,
                                   "mIoU": 50.21})
     _write(r / "eval", "b.json", {**ev, "zoo_entry": "lrformer-b_ade20k", "protocol": "ss", "num_images": 2000,
@@ -33,7 +34,9 @@ def results(tmp_path):
     _write(r / "eval", "t.json", {**ev, "zoo_entry": "lrformer-t_ade20k", "protocol": "ss", "num_images": 10,
                                   "mIoU": 60.0})
     _write(r / "eval", "sb2.json", {**ev, "zoo_entry": "segformer-b2_ade20k", "protocol": "ss", "num_images": 2000,
-                                    "mIoU": 51.5})  # pretend SegFormer-B2 scored higher: the claim must fail
+                                    "mIoU": 51.5, "recipe": "segformer_ade20k"})  # higher: the claim must fail
+    _write(r / "eval", "l.json", {**ev, "zoo_entry": "lrformer-l_ade20k", "protocol": "ss", "num_images": 2000,
+                                  "mIoU": 52.6, "recipe": "lrformer-l_ade20k", "mode": "slide"})  # not the protocol
     _write(r, "claims.json", {"kind": "claims", "date": "2026-11-25T08:30:00+00:00",
                               "meta": {"device_name": "test CPU", "torch": "x", "iters": 1, "max_gmacs": 1.0},
                               "claims": [{"claim": "LRSA attention FLOPs constant", "verdict": "holds",
