@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from typing import Callable, Optional
@@ -215,7 +216,8 @@ def eval_cmd(model: str = typer.Argument(..., help="Zoo entry (lrformer-s_ade20k
     from .evaluate import evaluate
 
     out = out or f"results/{model}_{dataset}_{protocol}.json"
-    with progress_bar(transient=True) as bar:
+    quiet = int(os.environ.get("RANK", "0")) > 0  # under torchrun only rank 0 reports
+    with progress_bar(transient=True, disable=quiet) as bar:
         task = bar.add_task(f"{model} on {dataset}", total=None, status="")
         seen = {"t0": None, "miou": ""}
 
@@ -231,6 +233,8 @@ def eval_cmd(model: str = typer.Argument(..., help="Zoo entry (lrformer-s_ade20k
         res = evaluate(model, dataset, data_root, checkpoint=checkpoint, protocol=protocol, mode=mode, limit=limit,
                        batch_size=batch_size, workers=workers, device=device, amp=amp, out=out, resume=resume,
                        overwrite=overwrite, skip_bad=skip_bad, progress=update)
+    if quiet:
+        return
     if json_out:
         print_json(res)
         return
@@ -385,13 +389,13 @@ def zoo_pull_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-
         console.print(f"  note: {n}")
 
 
-def progress_bar(transient: bool = False):
+def progress_bar(transient: bool = False, disable: bool = False):
     """The rich progress bar every long command uses (on stderr, so --json output stays clean)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=err_console,
-                    transient=transient)
+                    transient=transient, disable=disable)
 
 
 def main() -> None:
