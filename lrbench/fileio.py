@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,3 +41,11 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
 def now_iso() -> str:
     """UTC time to the second, for the ``date`` of result files."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def data_dir(name: str) -> Path:
+    """A top-level folder of the repository (``zoo``, ``recipes``): next to the package in a source checkout or an
+    editable install, else where a regular install puts it (``<prefix>/share/lrbench/<name>``)."""
+    source = Path(__file__).resolve().parent.parent / name
+    installed = Path(sys.prefix) / "share" / "lrbench" / name
+    return source if source.is_dir() or not installed.is_dir() else installed

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import yaml
 
-RECIPES_DIR = Path(os.environ.get("LRBENCH_RECIPES", Path(__file__).resolve().parent.parent / "recipes"))
+from .fileio import data_dir
+
+RECIPES_DIR = Path(os.environ.get("LRBENCH_RECIPES") or data_dir("recipes"))
 REQUIRED = ("name", "family", "dataset", "num_classes", "test", "flops_shape")
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import yaml
 
-ZOO_FILE = Path(__file__).resolve().parent.parent / "zoo" / "models.yaml"
+from .fileio import data_dir
+
+ZOO_FILE = data_dir("zoo") / "models.yaml"
 DATASETS = ("ade20k", "coco-stuff", "cityscapes")
 FORMATS = ("mmseg", "transformers", "safetensors")
 _HUB_KEYS = {"repo_id", "filename", "revision", "sha256", "filename_verified"}
