@@ -46,18 +46,26 @@ def rescale_size(h: int, w: int, scale: tuple[int, int] | None, ratio: float = 1
     return int(h * f + 0.5), int(w * f + 0.5)
 
 
-def input_size(h: int, w: int, test: dict, ratio: float = 1.0) -> tuple[int, int]:
-    """Network input size for an (h, w) image under a recipe's ``test`` settings."""
+def resize_steps(h: int, w: int, test: dict, ratio: float = 1.0) -> list[tuple[int, int]]:
+    """The sizes an (h, w) image goes through under a recipe's ``test`` settings: the keep-ratio rescale, then, with
+    ``size_divisor`` > 1, AlignResize's second resize of each side up to a multiple (two resizes, as mmseg does)."""
     nh, nw = rescale_size(h, w, test.get("resize"), ratio)
     d = int(test.get("size_divisor") or 1)
-    return math.ceil(nh / d) * d, math.ceil(nw / d) * d
+    return [(nh, nw), (math.ceil(nh / d) * d, math.ceil(nw / d) * d)]
 
 
-def preprocess(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 (H, W, 3) RGB -> normalised float (1, 3, h, w) at ``size`` (bilinear, rounded to uint8 like cv2)."""
+def input_size(h: int, w: int, test: dict, ratio: float = 1.0) -> tuple[int, int]:
+    """Network input size for an (h, w) image under a recipe's ``test`` settings."""
+    return resize_steps(h, w, test, ratio)[-1]
+
+
+def preprocess(image: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """uint8 (H, W, 3) RGB -> normalised float (1, 3, h, w): bilinear resizes through ``sizes`` (each rounded back
+    to uint8, as cv2 returns), then the ImageNet mean/std."""
     x = image.permute(2, 0, 1)[None].float()
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).round_().clamp_(0, 255)
+    for size in sizes:
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False).round_().clamp_(0, 255)
     mean, std = MEAN.to(x.device)[None, :, None, None], STD.to(x.device)[None, :, None, None]
     return (x - mean) / std
 
@@ -102,7 +110,7 @@ def predict_logits(model: nn.Module, image: torch.Tensor, test: dict, protocol: 
     views = [(1.0, False)] if protocol == "ss" else [(r, f) for r in MS_RATIOS for f in (False, True)]
     total = None
     for ratio, flip in views:
-        x = preprocess(image, input_size(H, W, test, ratio))
+        x = preprocess(image, resize_steps(H, W, test, ratio))
         logits = run(x.flip(-1) if flip else x)
         logits = _resize(logits.flip(-1) if flip else logits, (H, W))
         if merge == "softmax":

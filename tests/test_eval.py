@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import randomize_
 from lrbench.cli import app
 from lrbench.data import DatasetError, SegDataset
-from lrbench.evaluate import MS_RATIOS, evaluate, predict_logits, preprocess, input_size
+from lrbench.evaluate import MS_RATIOS, evaluate, input_size, predict_logits
 from lrbench.metrics import IoUAccumulator
 from lrbench.models import create_model
 from synth import NUM_CLASSES, write_dataset
@@ -134,7 +134,11 @@ def test_ms_flip_matches_hand_written_reference(rand_images):
         h, w = int(50 * f + 0.5), int(70 * f + 0.5)
         size = (-(-h // 8) * 8, -(-w // 8) * 8)
         assert input_size(50, 70, test, r) == size
-        x = preprocess(image, size)
+        x = image.permute(2, 0, 1)[None].float()
+        for step in [(h, w), size]:  # mmcv: imrescale, then AlignResize's imresize, each back to uint8
+            if tuple(x.shape[-2:]) != step:
+                x = F.interpolate(x, size=step, mode="bilinear", align_corners=False).round().clamp(0, 255)
+        x = (x - torch.tensor([123.675, 116.28, 103.53])[:, None, None]) / torch.tensor([58.395, 57.12, 57.375])[:, None, None]
         for flip in (False, True):
             xi = torch.flip(x, dims=[3]) if flip else x
             y = F.interpolate(model(xi), size=size, mode="bilinear", align_corners=False)
