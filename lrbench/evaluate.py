@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .fileio import atomic_write_bytes, now_iso, write_json
 from .data import IGNORE_INDEX, DatasetError, SegDataset, collate_list, get_spec
 from .metrics import IoUAccumulator
+from .speed import device_name
 
 MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 MEAN = torch.tensor([123.675, 116.28, 103.53])
@@ -293,7 +294,7 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
         "recipe": recipe.get("name"), "test": test, "protocol": protocol, "mode": mode, "merge": merge,
         "aAcc": summary["aAcc"], "mIoU": summary["mIoU"], "mAcc": summary["mAcc"], "per_class": summary["per_class"],
         "areas": {k: v.tolist() for k, v in acc.state_dict().items()}, "skipped": skipped,
-        "device": device, "device_name": _device_name(device), "world_size": world, "amp": amp,
+        "device": device, "device_name": device_name(device), "world_size": world, "amp": amp,
         "versions": _versions(),
         "timings": {"wall_s": wall, "model_s": timed.seconds, "images_per_s": len(todo) / wall if wall else None,
                     "outside_model_share": 1 - timed.seconds / wall if wall else None},
@@ -305,12 +306,6 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
                 state_path.with_name(out_path.name + (f".state.rank{r}.pt" if world > 1 else ".state.pt")).unlink(
                     missing_ok=True)
     return result
-
-
-def _device_name(device: str) -> str:
-    from .speed import device_name
-
-    return device_name(device)
 
 
 def _versions() -> dict:

@@ -175,14 +175,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def build_tables(results: dict[str, list[dict]], zoo: dict) -> dict[str, pd.DataFrame]:
+    return {d: dataset_table(d, zoo, results) for d in DATASET_TITLES}
+
+
 def render(results: dict[str, list[dict]], zoo: dict, plots: dict[str, str] | None = None,
-           commit: str | None = None) -> tuple[str, pd.DataFrame]:
+           commit: str | None = None, tables: dict[str, pd.DataFrame] | None = None) -> tuple[str, pd.DataFrame]:
     """(Markdown, combined CSV table) for the given results; deterministic in its inputs."""
     import torch
 
     from . import __version__
 
-    tables = {d: dataset_table(d, zoo, results) for d in DATASET_TITLES}
+    tables = tables or build_tables(results, zoo)
     claims = (results["claims"][-1]["claims"] if results["claims"] else []) + family_claims(tables)
     dates = sorted(r.get("date") for k in results for r in results[k] if r.get("date"))
     devices = sorted({r.get("device_name") for k in ("speed", "claims", "eval") for r in results[k]
@@ -271,8 +275,8 @@ def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_di
     zoo = load_zoo()
     out_path = Path(out)
     plots: dict[str, str] = {}
+    tables = build_tables(results, zoo)
     if plots_dir:
-        tables = {d: dataset_table(d, zoo, results) for d in DATASET_TITLES}
         pdir = Path(plots_dir)
         for d in DATASET_TITLES:
             plot_miou_vs_gflops(tables, str(pdir / f"miou_vs_gflops_{d}.png"), d)
@@ -280,7 +284,7 @@ def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_di
         if results["claims"] and results["claims"][-1].get("attention"):
             plot_claims(results["claims"][-1], str(pdir / "claims.png"))
             plots["claims"] = os.path.relpath(pdir / "claims.png", out_path.parent)
-    md, csv = render(results, zoo, plots)
+    md, csv = render(results, zoo, plots, tables=tables)
     atomic_write_bytes(out_path, lambda tmp: Path(tmp).write_text(md))
     csv_path = out_path.with_suffix(".csv")
     atomic_write_bytes(csv_path, lambda tmp: csv.to_csv(tmp, index=False, float_format="%.4f"))
