@@ -202,6 +202,8 @@ def eval_cmd(model: str = typer.Argument(..., help="Zoo entry (lrformer-s_ade20k
              checkpoint: Optional[str] = typer.Option(None, help="Local weights (default: the zoo's)."),
              protocol: str = typer.Option("ss", help="ss (single scale) | ms (6 scales + flip)."),
              mode: Optional[str] = typer.Option(None, help="whole | slide (default: the recipe's)."),
+             ms_merge: str = typer.Option("logits", "--ms-merge", help="ms: average logits (SegFormer / mmseg 0.x) "
+                                          "or softmax (mmseg 1.x SegTTAModel)."),
              limit: Optional[int] = typer.Option(None, help="Only the first N images."),
              batch_size: int = typer.Option(1, "--batch-size", help="Images per loader batch."),
              workers: int = typer.Option(2, help="DataLoader worker processes."),
@@ -232,7 +234,7 @@ def eval_cmd(model: str = typer.Argument(..., help="Zoo entry (lrformer-s_ade20k
 
         res = evaluate(model, dataset, data_root, checkpoint=checkpoint, protocol=protocol, mode=mode, limit=limit,
                        batch_size=batch_size, workers=workers, device=device, amp=amp, out=out, resume=resume,
-                       overwrite=overwrite, skip_bad=skip_bad, progress=update)
+                       overwrite=overwrite, skip_bad=skip_bad, merge=ms_merge, progress=update)
     if quiet:
         return
     if json_out:

@@ -199,6 +199,8 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
     """
     if protocol not in ("ss", "ms"):
         raise ValueError(f"--protocol must be ss or ms, got '{protocol}'")
+    if merge not in ("logits", "softmax"):
+        raise ValueError(f"--ms-merge must be logits or softmax, got '{merge}'")
     if mode not in (None, "whole", "slide"):
         raise ValueError(f"--mode must be whole or slide, got '{mode}'")
     if device.startswith("cuda") and not torch.cuda.is_available():
