@@ -352,10 +352,10 @@ def zoo_info_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-
     """Everything the manifest knows about one entry, and where its converted weights are cached."""
     from dataclasses import asdict
 
-    from .zoo import get_entry, lrbench_home
+    from .zoo import get_entry, weights_dir
 
     e = get_entry(name)
-    info = asdict(e) | {"family": e.family, "cache": str(lrbench_home() / "weights" / e.name)}
+    info = asdict(e) | {"family": e.family, "cache": str(weights_dir(e.name))}
     if json_out:
         print_json(info)
         return

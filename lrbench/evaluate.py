@@ -211,9 +211,9 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
     if out_path is not None and out_path.exists() and not (overwrite or resume):
         raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it, --resume to continue, "
                               f"or choose another --out")
-    if out_path is not None and out_path.exists() and resume and not any(out_path.parent.glob(out_path.name + ".state*")):
-        return json.loads(out_path.read_text())  # finished earlier: --resume never recomputes a final result
     rank, world = _dist()
+    if out_path is not None and out_path.exists() and resume and not _state_path(out_path, rank, world).exists():
+        return json.loads(out_path.read_text())  # finished earlier: --resume never recomputes a final result
     if world > 1 and device == "cuda":  # torchrun: one GPU per local rank
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
         torch.cuda.set_device(torch.device(device))
@@ -231,9 +231,7 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
     acc = IoUAccumulator(spec.num_classes, IGNORE_INDEX, device)
     done: set[int] = set()
     skipped: list[str] = []
-    state_path = None
-    if out_path is not None:
-        state_path = out_path.with_name(out_path.name + (f".state.rank{rank}.pt" if world > 1 else ".state.pt"))
+    state_path = _state_path(out_path, rank, world) if out_path is not None else None
     fingerprint = {"model": info["model"], "checkpoint_sha256": info.get("checkpoint_sha256"), "dataset": dataset,
                    "n": len(indices), "protocol": protocol, "mode": mode, "test": test, "world": world, "merge": merge}
     if resume and state_path is not None and state_path.exists():
@@ -290,6 +288,7 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
     wall = time.perf_counter() - t_start
     save_state()
     acc.all_reduce()
+    skipped = _gather_lists(skipped)
     summary = acc.summary(spec.classes)
     result = {
         "kind": "eval", "date": now_iso(), **info, "dataset": dataset, "data_root": str(ds.root), "num_images": len(indices),
@@ -303,11 +302,25 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
     }
     if out_path is not None and rank == 0:
         write_json(str(out_path), result)
-        if state_path is not None:
-            for r in range(world):  # the final result supersedes the resume state
-                state_path.with_name(out_path.name + (f".state.rank{r}.pt" if world > 1 else ".state.pt")).unlink(
-                    missing_ok=True)
+        for r in range(world):  # the final result supersedes the resume state
+            _state_path(out_path, r, world).unlink(missing_ok=True)
     return result
+
+
+def _state_path(out_path: Path, rank: int, world: int) -> Path:
+    """Resume state beside the result: ``<out>.state.pt``, one ``<out>.state.rankN.pt`` per process under torchrun."""
+    return out_path.with_name(out_path.name + (f".state.rank{rank}.pt" if world > 1 else ".state.pt"))
+
+
+def _gather_lists(items: list) -> list:
+    """Concatenate a list over all processes (rank order); the list itself when not distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return items
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
 
 
 def _versions() -> dict:

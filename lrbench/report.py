@@ -346,8 +346,7 @@ def reproduce(data_root: str | None = None, quick: bool = False, results_dir: st
             if path.exists():
                 continue  # finished earlier: results are never recomputed silently
             try:
-                evaluate(e.name, e.dataset, root / spec.folder if (root / spec.folder).is_dir() else root,
-                         out=str(path), resume=True, device=device)
+                evaluate(e.name, e.dataset, root, out=str(path), resume=True, device=device)
                 evals.append(str(path))
             except ZooError as err:  # weights not obtainable here: the row stays pending
                 step(f"skip {e.name}: {err}")

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from .data import DATASETS as _DATASET_SPECS
 from .fileio import data_dir
 
 ZOO_FILE = data_dir("zoo") / "models.yaml"
-DATASETS = ("ade20k", "coco-stuff", "cityscapes")
+DATASETS = tuple(_DATASET_SPECS)
 FORMATS = ("mmseg", "transformers", "safetensors")
 _HUB_KEYS = {"repo_id", "filename", "revision", "sha256", "filename_verified"}
 _PUBLISHED_KEYS = {"params_m", "gflops", "flops_shape", "miou_ss", "miou_ms", "source"}
@@ -216,9 +217,14 @@ def _download(entry: ZooEntry, hub: Hub, force: bool) -> str:
                        f"{cause}); check the network or HF_ENDPOINT, or pass a local file with --checkpoint") from None
 
 
+def weights_dir(name: str) -> Path:
+    """lrbench's cache folder for one zoo entry's converted weights."""
+    return lrbench_home() / "weights" / name
+
+
 def converted_path(entry: ZooEntry, source: str) -> Path:
     """Where the converted safetensors of a downloaded file lives: keyed by the source blob (its etag)."""
-    return lrbench_home() / "weights" / entry.name / f"{Path(source).resolve().name[:16]}.safetensors"
+    return weights_dir(entry.name) / f"{Path(source).resolve().name[:16]}.safetensors"
 
 
 def pull(name: str, revision: str | None = None, force: bool = False, repo_id: str | None = None,

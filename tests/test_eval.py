@@ -185,13 +185,15 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
 def _dist_worker(rank, world, port, root, out):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    evaluate(PixelLinear(), "cityscapes", root, recipe=IDENTITY, workers=0, out=out)
+    evaluate(PixelLinear(), "cityscapes", root, recipe=IDENTITY, workers=0, out=out, skip_bad=True)
     torch.distributed.destroy_process_group()
 
 
 def test_two_process_gloo_equals_one_process(tmp_path):
     write_dataset(tmp_path, "cityscapes", n=5)
-    ref = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
+    bad = sorted((tmp_path / "cityscapes" / "leftImg8bit").rglob("*.png"))[3]  # index 3: rank 1's shard
+    bad.write_bytes(b"broken")
+    ref = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, skip_bad=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -199,6 +201,7 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     torch.multiprocessing.spawn(_dist_worker, args=(2, port, str(tmp_path), str(out)), nprocs=2)
     res = json.loads(out.read_text())
     assert res["world_size"] == 2 and res["areas"] == ref["areas"] and res["mIoU"] == ref["mIoU"]
+    assert res["skipped"] == ref["skipped"] and len(ref["skipped"]) == 1 and bad.name in ref["skipped"][0]
 
 
 def test_bad_inputs_name_the_file(tmp_path):
