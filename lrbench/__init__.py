@@ -1,7 +1,24 @@
-"""lrbench: reproduce LRFormer (Low-Resolution Self-Attention) and its baselines without mmcv/mmseg."""
+"""lrbench: reproduce LRFormer (Low-Resolution Self-Attention) and its baselines without mmcv/mmseg.
+
+``lrbench.create_model``, ``lrbench.list_models`` and ``lrbench.load_checkpoint`` come from :mod:`lrbench.api`; they
+are imported on first use so that the command line (``lrbench.cli``) starts without importing torch.
+"""
 from importlib.metadata import PackageNotFoundError, version
 
 try:
     __version__ = version("lrbench")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
+
+_API = ("create_model", "list_models", "load_checkpoint")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'lrbench' has no attribute '{name}'")
+
+
+__all__ = ["__version__", *_API]

@@ -4,32 +4,28 @@ Formats accepted by :func:`load_checkpoint`:
 - mmengine ``.pth``: ``{'meta': ..., 'state_dict': ...}`` (what mmseg releases), ``{'model': ...}`` or a raw
   state dict; ``module.`` prefixes (DataParallel) are stripped.
 - ``.safetensors`` (lrbench's cache format, and transformers' ``model.safetensors``).
-Per-family key converters (transformers / mmseg naming -> lrbench naming) are registered in ``CONVERTERS`` and picked
-from the keys.
+
+This module knows file formats only. Which naming a state dict uses, and which architecture it belongs to, is each
+model family's business (``lrbench.models.load_weights`` converts, then calls :func:`match_state_dict` here with its
+guess as the hint).
 """
 from __future__ import annotations
 
 import os
 import pickle
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from .datasets import DATASETS
+from .errors import CheckpointError
 from .fileio import atomic_write_bytes
 
 StateDict = dict[str, torch.Tensor]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message is one user-facing line."""
-
-
-# A converter maps a foreign state dict onto a model's own naming, or returns None if it does not apply.
-# Each returns (converted state dict, notes such as "dropped 12 auxiliary_head keys").
-Converter = Callable[[StateDict, nn.Module], "tuple[StateDict, list[str]] | None"]
-CONVERTERS: list[Converter] = []
+# Modules whose classes mmengine/mmseg training checkpoints keep in their metadata (HistoryBuffer, numpy scalars,
+# OrderedDict...). They are loaded as inert stubs; any other global means the file wants to run code: refused.
+_METADATA_MODULES = ("mmengine.", "mmcv.", "mmseg.", "mmdet.", "numpy.", "collections.", "_codecs.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -61,6 +57,11 @@ def _torch_load(path: Path) -> object:
     # mmengine training checkpoints keep objects like HistoryBuffer or numpy scalars in 'message_hub'/'meta'.
     # They are irrelevant to the weights: allow-list each one as an inert stub and load again, still weights_only.
     unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    code = [name for name in unsafe if not name.startswith(_METADATA_MODULES)]
+    if code:
+        raise CheckpointError(f"{path}: refused: the file asks to run code while loading ({', '.join(code[:3])}); "
+                              f"lrbench never executes code from a checkpoint. Use the official file, or re-save "
+                              f"only its tensors (torch.save(model.state_dict(), ...)) where you trust it")
     stubs = [(_stub_class(name), name) for name in unsafe]
     try:
         with torch.serialization.safe_globals(stubs):
@@ -107,39 +108,33 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
 # ----------------------------------------------------------------------------------------------------------------
 # Matching
 # ----------------------------------------------------------------------------------------------------------------
-def convert_state_dict(state: StateDict, model: nn.Module) -> tuple[StateDict, list[str]]:
-    """Convert foreign naming (transformers, mmseg) to the model's own; identity when no converter recognises it."""
-    for convert in CONVERTERS:  # each recognises its own format from the keys and returns None otherwise
-        out = convert(state, model)
-        if out is not None:
-            return out
-    return state, []
-
-
 def _describe(model: nn.Module) -> str:
     name = getattr(model, "name", type(model).__name__)
     n = getattr(model, "num_classes", None)
     return f"{name} ({n} classes)" if n is not None else name
 
 
-def _likely_cause(model: nn.Module, state: StateDict, missing: list[str], unexpected: list[str],
-                  mismatched: list[tuple[str, tuple, tuple]]) -> str:
+def _likely_cause(state: StateDict, missing: list[str], unexpected: list[str],
+                  mismatched: list[tuple[str, tuple, tuple]], guess: str | None, model: nn.Module) -> str:
     seg = [m for m in mismatched if "conv_seg" in m[0] or m[0].endswith("classifier.weight")]
     if seg and len(seg) == len(mismatched) and not missing and not unexpected:
         k = seg[0][1][0]
-        return f"the checkpoint has {k} classes: pass num_classes={k}"
+        fits = [name for name, spec in DATASETS.items() if spec.num_classes == k]
+        where = f" (that is {' / '.join(fits)}: --dataset {fits[0]})" if fits else ""
+        return (f"the checkpoint's head has {k} classes, the model {seg[0][2][0]}: it was trained for another "
+                f"dataset{where}")
     if missing and not unexpected and not mismatched and all(k.startswith("decode_head.") for k in missing):
         return "the checkpoint holds a backbone only (e.g. ImageNet weights), not a segmentation model"
-    from .models import guess_architecture  # local: models imports checkpoint lazily too
-
-    guess = guess_architecture(state)
     if guess:
         return f"the checkpoint looks like {guess}, not {getattr(model, 'name', 'this model')}: wrong variant"
     return "the checkpoint is for a different architecture or variant"
 
 
-def match_state_dict(model: nn.Module, state: StateDict, source: str = "checkpoint") -> None:
-    """Strictly load ``state`` into ``model``; on any mismatch raise one CheckpointError describing it all."""
+def match_state_dict(model: nn.Module, state: StateDict, source: str = "checkpoint", guess: str | None = None) -> None:
+    """Strictly load ``state`` into ``model``; on any mismatch raise one CheckpointError describing it all.
+
+    ``guess`` is the caller's idea of what the state dict is (e.g. "lrformer-s with 150 classes"), used in the message.
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -155,25 +150,9 @@ def match_state_dict(model: nn.Module, state: StateDict, source: str = "checkpoi
         if mismatched:
             shown = ", ".join(f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in mismatched[:3])
             parts.append(f"{len(mismatched)} shape mismatches ({shown}{', ...' if len(mismatched) > 3 else ''})")
-        cause = _likely_cause(model, state, missing, unexpected, mismatched)
+        cause = _likely_cause(state, missing, unexpected, mismatched, guess, model)
         raise CheckpointError(f"{source} does not fit {_describe(model)}: {'; '.join(parts)}. Likely cause: {cause}")
     model.load_state_dict(state, strict=True)
-
-
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> list[str]:
-    """Load an official / transformers / lrbench checkpoint into ``model``; returns conversion notes.
-
-    Strict by default: any missing, unexpected or mis-shaped key raises one :class:`CheckpointError` naming the
-    first few of each and the likely cause (wrong variant or class count).
-    """
-    state, notes = convert_state_dict(read_state_dict(path), model)
-    if strict:
-        match_state_dict(model, state, source=str(path))
-    else:
-        own = model.state_dict()
-        state = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-        model.load_state_dict(state, strict=False)
-    return notes
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,8 +20,12 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .fileio import atomic_write_bytes
+from .models import create_model
 from .models.lrformer import PoolingAttention
 from .models.segformer import EfficientAttention
+from .results import check_device, device_name
+from .speed import time_forward
 
 SIZES: list[tuple[int, int]] = [(256, 256), (512, 512), (768, 768), (1024, 1024), (1536, 1536), (2048, 2048),
                                 (1024, 2048)]
@@ -97,8 +101,6 @@ def attention_cost(kind: str, size: tuple[int, int]) -> dict:
 
 def attention_latency(kind: str, size: tuple[int, int], device: str, warmup: int, iters: int) -> float:
     """Median ms of one layer of ``kind`` per stage (summed over the four stages), random weights and input."""
-    from .speed import time_forward
-
     total = 0.0
     for stage in range(4):
         layer = attention_layer(kind, stage).to(device).eval()
@@ -114,8 +116,6 @@ def classes_for(size: tuple[int, int]) -> int:
 
 
 def model_gmacs(name: str, size: tuple[int, int]) -> float:
-    from .models import create_model
-
     with torch.device("meta"):
         model = create_model(name, num_classes=classes_for(size))
     x = torch.zeros(1, 3, *size, device="meta")
@@ -133,8 +133,7 @@ def _slope(rows: list[dict], key: str) -> float:
 def run_claims(sizes: list[tuple[int, int]] | None = None, device: str = "cpu", warmup: int = 1, iters: int = 3,
                max_gmacs: float = 150.0, progress=None) -> dict:
     """Measure attention and whole-model cost over ``sizes`` and judge each claim from the measurements."""
-    from .speed import device_name
-
+    check_device(device)
     sizes = [tuple(s) for s in (sizes or SIZES)]
     attn_rows, model_rows = [], []
     steps = len(sizes) * (len(KINDS) + len(MODELS))
@@ -224,8 +223,6 @@ def plot_claims(result: dict, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .fileio import atomic_write_bytes
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     sq = lambda rows: sorted((r for r in rows if r["size"][0] == r["size"][1]), key=lambda r: r["size"][0])  # noqa: E731

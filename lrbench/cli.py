@@ -1,62 +1,124 @@
-"""The ``lrbench`` command line: a thin Typer layer over the Python API (each command calls one function)."""
+"""The ``lrbench`` command line: a thin Typer layer over :mod:`lrbench.commands` (parse, call one function, render).
+
+Importing this module does not import torch: fixed choices come from :mod:`lrbench.names` and
+:mod:`lrbench.datasets`, and each command imports :mod:`lrbench.commands` when it runs, so ``--help`` and argument
+errors answer at once. Errors: a :class:`~lrbench.errors.LrbenchError` or a bad argument prints one line
+``error: ...`` on stderr and exits 2; Ctrl-C exits 130 and SIGTERM 143 (an eval saves its state first); anything
+else is a bug and shows its traceback.
+"""
 from __future__ import annotations
 
-import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_errors
 
 from . import __version__
-from .fileio import now_iso, write_json
+from .datasets import DATASETS
+from .errors import LrbenchError, Terminated
+from .names import DEVICES, DTYPES, FAMILIES, MODES, MS_MERGES, PROTOCOLS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Reproduce LRFormer and its baselines: zoo, eval, flops, speed, claims, report.")
 console = Console()
 err_console = Console(stderr=True)
 
+Dataset = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+Family = Literal[FAMILIES]  # type: ignore[valid-type]
+Device = Literal[("auto", *DEVICES)]  # type: ignore[valid-type]
+Dtype = Literal[DTYPES]  # type: ignore[valid-type]
+Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
+Mode = Literal[MODES]  # type: ignore[valid-type]
+Merge = Literal[MS_MERGES]  # type: ignore[valid-type]
+RESUME_HINT = {"eval": "; continue with the same command and --resume"}
 
-class UserError(Exception):
-    """An error caused by the user's input; printed as one line, exit code 2."""
+
+def _error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointError
-
-    return (UserError, CheckpointError, FileNotFoundError, FileExistsError, KeyError, ValueError)
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
-def cli_command(fn: Callable) -> Callable:
-    """Turn known user errors into one clear line on stderr and a non-zero exit (no traceback)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+class LrbenchGroup(TyperGroup):
+    """Turns user errors into one line and an exit status; leaves bugs their traceback."""
+
+    def invoke(self, ctx) -> Any:
         try:
-            return fn(*args, **kwargs)
-        except _user_errors() as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            err_console.print(f"[bold red]error:[/] {escape(str(msg))}", highlight=False, soft_wrap=True)
+            return super().invoke(ctx)
+        except LrbenchError as e:
+            _error(str(e))
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            hint = "; continue with the same command and --resume" if fn.__name__ == "eval_cmd" else ""
-            err_console.print(f"[bold red]interrupted[/]{hint}", highlight=False)
-            raise typer.Exit(130) from None
-    return wrapper
+        except (KeyboardInterrupt, Terminated) as e:
+            what = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
+            hint = RESUME_HINT.get(ctx.invoked_subcommand or "", "")
+            err_console.print(f"[bold red]{what}[/]{hint}", highlight=False)
+            raise typer.Exit(130 if isinstance(e, KeyboardInterrupt) else 143) from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.ClickException as e:  # a bad argument: one line naming it, and where the help is
+            where = f" (see `{e.ctx.command_path} -h`)" if getattr(e, "ctx", None) else ""
+            _error(e.format_message().replace("\n", " ").replace("Value error, ", "") + where)
+            rv = e.exit_code
+        except typer.Abort:
+            rv = 1
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+        if standalone_mode:
+            sys.exit(rv or 0)
+        return rv
 
 
-def _cuda() -> bool:
-    import torch
+app = typer.Typer(cls=LrbenchGroup, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Reproduce LRFormer and its baselines: zoo, eval, flops, speed, claims, report, reproduce.")
+zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, inspect and pull zoo entries.")
+app.add_typer(zoo_app, name="zoo")
 
-    return torch.cuda.is_available()
+
+def _commands():
+    """The command implementations (imports torch: only when a command runs)."""
+    from . import commands
+
+    return commands
 
 
-def print_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def print_json(obj: object, indent: int | None = 2) -> None:
+    sys.stdout.write(json.dumps(obj, indent=indent) + "\n")
+
+
+def _fmt(v, spec: str = "") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def progress_bar(transient: bool = True, disable: bool = False):
+    """The rich progress bar every long command uses (on stderr, so --json output stays clean): done/total, rate,
+    elapsed and remaining time."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TaskProgressColumn(show_speed=True), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=err_console,
+                    transient=transient, disable=disable)
 
 
 def _version_callback(value: bool) -> None:
@@ -71,14 +133,15 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_ve
     pass
 
 
-@app.command("models")
-@cli_command
-def models_cmd(family: Optional[str] = typer.Option(None, help="Only this family (lrformer, segformer, upernet-swin)."),
-               json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List the registered architectures with parameter counts and stage layout."""
-    from .models import describe_models
+JSON = typer.Option(False, "--json", help="Machine-readable output.")
+SHAPE = typer.Option(None, "--shape", metavar="H W", help="Input height and width (default: the recipe's).")
+NAME = "Architecture (lrformer-s; see `lrbench models`) or zoo entry (lrformer-s_ade20k; see `lrbench zoo list`)."
 
-    rows = describe_models(family)
+
+@app.command("models", epilog="Example: lrbench models --family lrformer")
+def models_cmd(family: Optional[Family] = typer.Option(None, help="Only this family."), json_out: bool = JSON) -> None:
+    """List the registered architectures with parameter counts and stage layout."""
+    rows = _commands().models(family)
     if json_out:
         print_json(rows)
         return
@@ -92,29 +155,23 @@ def models_cmd(family: Optional[str] = typer.Option(None, help="Only this family
     console.print(table)
 
 
-@app.command("flops")
-@cli_command
-def flops_cmd(model: str = typer.Argument(..., help="Architecture name (see `lrbench models`)."),
-              shape: Optional[tuple[int, int]] = typer.Option(None, "--shape", help="Input H W (default: recipe)."),
-              dataset: str = typer.Option("ade20k", help="Recipe dataset for default shape / classes."),
-              num_classes: Optional[int] = typer.Option(None, help="Classes (default: the recipe's)."),
+@app.command("flops", epilog="Example: lrbench flops lrformer-s_cityscapes   (1024x2048, 19 classes)")
+def flops_cmd(model: str = typer.Argument(..., help=NAME), shape: Optional[tuple[int, int]] = SHAPE,
+              dataset: Optional[Dataset] = typer.Option(None, help="Dataset of the recipe and class count "
+                                                                   "(default: the entry's, else ade20k)."),
+              num_classes: Optional[int] = typer.Option(None, min=1, help="Classes (default: the dataset's)."),
               out: Optional[str] = typer.Option(None, help="Also write the result JSON here (atomically)."),
-              json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+              overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+              json_out: bool = JSON) -> None:
     """Parameters and GFLOPs (fvcore, 1 multiply-add = 1 FLOP, backbone + decode head)."""
-    from .complexity import count_flops
-    from .models import resolve_name
-    from .recipes import default_flops_shape, default_num_classes
-
-    resolve_name(model)
-    res = count_flops(model, shape or default_flops_shape(model, dataset),
-                      num_classes or default_num_classes(model, dataset))
-    res["dataset"] = dataset
-    if out:
-        write_json(out, {"kind": "flops", "date": now_iso(), **res})
+    with progress_bar() as bar:
+        task = bar.add_task(f"flops {model}", total=3, status="")
+        res = _commands().flops(model, shape, dataset, num_classes, out, overwrite,
+                                progress=lambda d, n, what: bar.update(task, completed=d, total=n, status=what))
     if json_out:
         print_json(res)
         return
-    table = Table(title=f"{model} @ {res['shape'][0]}x{res['shape'][1]}, {res['num_classes']} classes")
+    table = Table(title=f"{res['model']} @ {res['shape'][0]}x{res['shape'][1]}, {res['num_classes']} classes")
     table.add_column("part")
     table.add_column("params (M)", justify="right")
     table.add_column("GFLOPs", justify="right")
@@ -127,33 +184,28 @@ def flops_cmd(model: str = typer.Argument(..., help="Architecture name (see `lrb
         console.print(f"[yellow]not counted (unsupported): {res['unsupported_ops']}[/]")
 
 
-@app.command("speed")
-@cli_command
-def speed_cmd(model: str = typer.Argument(..., help="Architecture name (see `lrbench models`)."),
-              shape: Optional[tuple[int, int]] = typer.Option(None, "--shape", help="Input H W (default: recipe)."),
-              batch_size: int = typer.Option(1, "--batch-size"),
-              dtype: str = typer.Option("fp32", help="fp32 | fp16 | bf16 (autocast)."),
+@app.command("speed", epilog="Example: lrbench speed lrformer-t --shape 1024 2048 --batch-size 2 --dtype bf16")
+def speed_cmd(model: str = typer.Argument(..., help=NAME), shape: Optional[tuple[int, int]] = SHAPE,
+              dataset: Optional[Dataset] = typer.Option(None, help="Dataset of the default shape and classes."),
+              batch_size: int = typer.Option(1, "--batch-size", min=1),
+              dtype: Dtype = typer.Option("fp32", help="Autocast dtype."),
               channels_last: bool = typer.Option(False, "--channels-last"),
               compile: bool = typer.Option(False, "--compile", help="torch.compile the model first."),
-              device: str = typer.Option("cuda" if _cuda() else "cpu", help="cpu | cuda"),
-              warmup: int = typer.Option(3, help="Warm-up iterations (discarded)."),
-              iters: int = typer.Option(10, help="Timed iterations."),
+              device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
+              warmup: int = typer.Option(3, min=0, help="Warm-up iterations (discarded)."),
+              iters: int = typer.Option(10, min=1, help="Timed iterations."),
               out: Optional[str] = typer.Option(None, help="Also write the result JSON here (atomically)."),
-              json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+              overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+              json_out: bool = JSON) -> None:
     """Forward latency (median, IQR) and images/s, with the device and settings it was measured with."""
-    from .models import resolve_name
-    from .recipes import default_flops_shape
-    from .speed import measure_speed
-
-    resolve_name(model)
-    res = measure_speed(model, shape or default_flops_shape(model), batch_size, dtype, channels_last, compile,
-                        device, warmup, iters)
-    if out:
-        write_json(out, {"kind": "speed", "date": now_iso(), **res})
+    with progress_bar() as bar:
+        task = bar.add_task(f"speed {model}", total=warmup + iters, status="")
+        res = _commands().speed(model, shape, dataset, batch_size, dtype, channels_last, compile, device, warmup,
+                                iters, out, overwrite, progress=lambda d, n: bar.update(task, completed=d, total=n))
     if json_out:
         print_json(res)
         return
-    console.print(f"{model} @ {res['shape'][0]}x{res['shape'][1]}  batch {batch_size}  {dtype}"
+    console.print(f"{res['model']} @ {res['shape'][0]}x{res['shape'][1]}  batch {batch_size}  {dtype}"
                   f"{'  channels_last' if channels_last else ''}{'  compiled' if compile else ''}")
     console.print(f"device: {res['device_name']}  torch {res['torch']}  warmup {warmup}  iters {iters}")
     mem = f"  peak memory {res['peak_mem_mb']:.0f} MiB" if res["peak_mem_mb"] is not None else ""
@@ -161,26 +213,18 @@ def speed_cmd(model: str = typer.Argument(..., help="Architecture name (see `lrb
                   f"{res['images_per_s']:.2f} images/s{mem}")
 
 
-@app.command("claims")
-@cli_command
+@app.command("claims", epilog="Example: lrbench claims --quick --plot claims.png")
 def claims_cmd(plot: Optional[str] = typer.Option(None, help="Write the cost-vs-resolution plot (PNG) here."),
                out: Optional[str] = typer.Option(None, help="Write the result JSON here (atomically)."),
-               device: str = typer.Option("cpu", help="cpu | cuda (latency of the attention layers)."),
+               device: Device = typer.Option("cpu", help="Device for the attention-layer latencies."),
                quick: bool = typer.Option(False, "--quick", help="Fewer sizes (256-1024) for a fast look."),
-               json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+               overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out / --plot."),
+               json_out: bool = JSON) -> None:
     """The LRSA scaling study: attention and whole-model cost vs resolution, with a verdict per claim."""
-    from .claims import QUICK_SIZES, plot_claims, run_claims
-
-    if device.startswith("cuda") and not _cuda():
-        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    with progress_bar(transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("claims", total=None, status="")
-        res = run_claims(QUICK_SIZES if quick else None, device=device,
-                         progress=lambda d, n, what: bar.update(task, completed=d, total=n, description=what))
-    if out:
-        write_json(out, {"kind": "claims", "date": now_iso(), **res})
-    if plot:
-        plot_claims(res, plot)
+        res = _commands().claims(quick, device, out, plot, overwrite,
+                                 progress=lambda d, n, what: bar.update(task, completed=d, total=n, status=what))
     if json_out:
         print_json(res)
         return
@@ -194,168 +238,140 @@ def claims_cmd(plot: Optional[str] = typer.Option(None, help="Write the cost-vs-
         console.print(f"plot: {plot}")
 
 
-@app.command("eval")
-@cli_command
-def eval_cmd(model: str = typer.Argument(..., help="Zoo entry (lrformer-s_ade20k) or architecture (lrformer-s)."),
-             dataset: str = typer.Option(..., help="ade20k | coco-stuff | cityscapes"),
+@app.command("eval", epilog="Example: lrbench eval lrformer-s_ade20k --data-root ~/data --protocol ms")
+def eval_cmd(model: str = typer.Argument(..., help=NAME),
+             dataset: Optional[Dataset] = typer.Option(None, help="Default: the zoo entry's (else ade20k)."),
              data_root: str = typer.Option(..., "--data-root", help="Folder with the dataset's standard layout."),
              checkpoint: Optional[str] = typer.Option(None, help="Local weights (default: the zoo's)."),
-             protocol: str = typer.Option("ss", help="ss (single scale) | ms (6 scales + flip)."),
-             mode: Optional[str] = typer.Option(None, help="whole | slide (default: the recipe's)."),
-             ms_merge: str = typer.Option("logits", "--ms-merge", help="ms: average logits (SegFormer / mmseg 0.x) "
-                                          "or softmax (mmseg 1.x SegTTAModel)."),
-             limit: Optional[int] = typer.Option(None, help="Only the first N images."),
-             batch_size: int = typer.Option(1, "--batch-size", help="Images per loader batch."),
-             workers: int = typer.Option(2, help="DataLoader worker processes."),
-             device: str = typer.Option("cuda" if _cuda() else "cpu", help="cpu | cuda"),
+             protocol: Protocol = typer.Option("ss", help="ss (single scale) | ms (6 scales + flip)."),
+             mode: Optional[Mode] = typer.Option(None, help="Default: the recipe's."),
+             ms_merge: Merge = typer.Option("logits", "--ms-merge", help="ms: average logits (SegFormer / mmseg 0.x) "
+                                            "or softmax (mmseg 1.x SegTTAModel)."),
+             limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images (a partial run)."),
+             batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per batch; images of equal size "
+                                            "go through the model together."),
+             workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
+             device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
              amp: bool = typer.Option(False, "--amp", help="Autocast (fp16 on CUDA, bf16 on CPU)."),
-             out: Optional[str] = typer.Option(None, help="Result JSON (default results/<model>_<dataset>_<protocol>.json)."),
+             out: Optional[str] = typer.Option(None, help="Result JSON (default "
+                                               "results/eval/<model>_<dataset>_<protocol>.json)."),
              resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same --out."),
-             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (and its state)."),
+             save_every: float = typer.Option(60.0, "--save-every", min=0, help="Save the resume state at least "
+                                              "every this many seconds (and every 50 images)."),
              skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip broken files (listed in the result)."),
-             json_out: bool = typer.Option(False, "--json", help="Print the result JSON.")) -> None:
+             json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (summary and per-class "
+                                           "table; --full for everything)."),
+             full: bool = typer.Option(False, "--full", help="With --json: the whole record (areas, timings...).")
+             ) -> None:
     """mIoU on a validation set with the standard protocol (resumable; distributed under torchrun)."""
-    from .evaluate import evaluate
-
-    out = out or f"results/{model}_{dataset}_{protocol}.json"
     quiet = int(os.environ.get("RANK", "0")) > 0  # under torchrun only rank 0 reports
-    with progress_bar(transient=True, disable=quiet) as bar:
-        task = bar.add_task(f"{model} on {dataset}", total=None, status="")
-        seen = {"t0": None, "miou": ""}
+    with progress_bar(disable=quiet) as bar:
+        task = bar.add_task(f"{model}", total=None, status="")
+        miou = {"text": ""}
 
         def update(done: int, total: int, summary: dict) -> None:
-            now = time.perf_counter()
-            seen["t0"] = seen["t0"] or (now, done)
             if summary.get("mIoU") is not None:
-                seen["miou"] = f"mIoU {summary['mIoU']:.2f}  "
-            dt = now - seen["t0"][0]
-            rate = f"{(done - seen['t0'][1]) / dt:.2f} img/s" if dt > 0 else ""
-            bar.update(task, completed=done, total=total, status=seen["miou"] + rate)
+                miou["text"] = f"mIoU {summary['mIoU']:.2f}"
+            bar.update(task, completed=done, total=total, status=miou["text"])
 
-        res = evaluate(model, dataset, data_root, checkpoint=checkpoint, protocol=protocol, mode=mode, limit=limit,
-                       batch_size=batch_size, workers=workers, device=device, amp=amp, out=out, resume=resume,
-                       overwrite=overwrite, skip_bad=skip_bad, merge=ms_merge, progress=update)
+        res, out = _commands().eval_(model, dataset, data_root, out=out, device=device, checkpoint=checkpoint,
+                                     protocol=protocol, mode=mode, limit=limit, batch_size=batch_size,
+                                     workers=workers, amp=amp, resume=resume, overwrite=overwrite,
+                                     state_seconds=save_every, skip_bad=skip_bad, merge=ms_merge, progress=update)
     if quiet:
         return
     if json_out:
-        print_json(res)
+        keys = ("model", "arch", "zoo_entry", "weights", "checkpoint", "dataset", "num_images", "complete", "protocol",
+                "mode", "mIoU", "mAcc", "aAcc", "per_class", "skipped", "device_name")
+        print_json(res if full else {k: res.get(k) for k in keys} | {"out": out})
         return
-    table = Table(title=f"{model} on {dataset} ({res['num_images']} images, {protocol}, {res['mode']})")
+    table = Table(title=f"{model} on {res['dataset']} ({res['num_images']} images, {res['protocol']}, {res['mode']})")
     for col in ("class", "IoU", "Acc"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for r in res["per_class"]:
         if r["IoU"] is not None:
             table.add_row(r["class"], f"{r['IoU']:.2f}", _fmt(r["Acc"], ".2f"))
     console.print(table)
+    rate = res["timings"]["images_per_s"]
     console.print(f"[bold]mIoU {res['mIoU']:.2f}[/]  mAcc {_fmt(res['mAcc'], '.2f')}  aAcc {res['aAcc']:.2f}   "
-                  f"({res['timings']['images_per_s']:.2f} images/s on {res['device_name']}) -> {out}")
+                  f"({_fmt(rate, '.2f')} images/s on {res['device_name']}) -> {out}")
     if res["skipped"]:
         console.print(f"[yellow]skipped {len(res['skipped'])} bad files (listed in {out})[/]")
 
 
-@app.command("report")
-@cli_command
+@app.command("report", epilog="Example: lrbench report --results results --out RESULTS.md")
 def report_cmd(results: str = typer.Option("results", help="Folder of result JSON files."),
                out: str = typer.Option("RESULTS.md", help="Markdown report (a .csv is written beside it)."),
                plots: str = typer.Option("plots", help="Folder for the PNG plots.")) -> None:
     """Regenerate RESULTS.md (+ CSV and plots) from result files and the zoo's published numbers."""
-    from .report import write_report
-
-    paths = write_report(results, out, plots)
+    paths = _commands().report(results, out, plots)
     console.print(f"wrote {paths['report']}, {paths['csv']} and {len(paths['plots'])} plots")
 
 
-@app.command("reproduce")
-@cli_command
+@app.command("reproduce", epilog="Example: lrbench reproduce --quick --out /tmp/lr/RESULTS.md")
 def reproduce_cmd(data_root: Optional[str] = typer.Option(None, "--data-root", help="Datasets (enables the evals)."),
                   quick: bool = typer.Option(False, "--quick", help="ADE-sized FLOPs, fewer sizes and iterations."),
-                  results: str = typer.Option("results", help="Folder for the result JSON files."),
+                  results: Optional[str] = typer.Option(None, help="Result JSON folder (default: results/ beside "
+                                                                   "--out)."),
                   out: str = typer.Option("RESULTS.md", help="The report."),
-                  plots: str = typer.Option("plots", help="Folder for the PNG plots."),
-                  device: str = typer.Option("cuda" if _cuda() else "cpu", help="cpu | cuda")) -> None:
+                  plots: Optional[str] = typer.Option(None, help="PNG folder (default: plots/ beside --out)."),
+                  device: Device = typer.Option("auto", help="auto = cuda when available, else cpu.")) -> None:
     """The main job: params, FLOPs, the claims study, speed (and evals with --data-root) -> RESULTS.md."""
-    from .report import reproduce
-
     t0 = time.perf_counter()
-    with progress_bar(transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("reproduce", total=None, status="")
-        paths = reproduce(data_root, quick, results, out, plots, device,
-                          progress=lambda what: bar.update(task, description=what))
-    console.print(f"wrote {paths['report']} ({paths['csv']}, {len(paths['plots'])} plots) from {results}/ "
-                  f"in {time.perf_counter() - t0:.0f} s")
+        outcome = _commands().run_reproduce(data_root, quick, results, out, plots, device, progress=lambda d, n, what:
+                                            bar.update(task, completed=d, total=n, status=what))
+    paths = outcome.report
+    console.print(f"wrote {paths['report']} ({paths['csv']}, {len(paths['plots'])} plots) in "
+                  f"{time.perf_counter() - t0:.0f} s")
+    for name, why in outcome.skipped:
+        console.print(f"[yellow]eval {name} skipped:[/] {escape(why)}")
     if not data_root:
         console.print("mIoU rows stay pending: run `lrbench reproduce --data-root PATH` with the datasets, or the "
                       "`lrbench eval` command shown in each row.")
 
 
-@app.command("convert")
-@cli_command
-def convert_cmd(model: str = typer.Argument(..., help="Architecture (see `lrbench models`)."),
+@app.command("convert", epilog="Example: lrbench convert lrformer-t lrformer-t-160k_ade20k.pth lrformer-t.safetensors")
+def convert_cmd(model: str = typer.Argument(..., help=NAME),
                 checkpoint: str = typer.Argument(..., help="Official mmseg .pth, transformers .bin/.safetensors, ..."),
                 out: str = typer.Argument(..., help="Output .safetensors with lrbench key names."),
-                num_classes: int = typer.Option(150, help="Classes of the checkpoint's head."),
+                dataset: Optional[Dataset] = typer.Option(None, help="Dataset of the checkpoint's head (sets the "
+                                                                     "class count; default: the entry's, else "
+                                                                     "ade20k)."),
+                num_classes: Optional[int] = typer.Option(None, min=1, help="Classes, if not a dataset's."),
                 overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file.")) -> None:
     """Convert a checkpoint to lrbench-named safetensors (checked strictly against the model first)."""
-    from pathlib import Path
-
-    from .checkpoint import save_safetensors
-    from .models import create_model
-
-    if not out.endswith(".safetensors"):
-        raise UserError(f"{out}: the output must be a .safetensors file")
-    if Path(out).exists() and not overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it")
-    net = create_model(model, num_classes=num_classes, checkpoint=checkpoint)
-    save_safetensors(net.state_dict(), out, metadata={"arch": model, "num_classes": str(num_classes),
-                                                      "source": Path(checkpoint).name})
-    console.print(f"{checkpoint} -> {out} ({model}, {num_classes} classes, {len(net.state_dict())} tensors)")
+    res = _commands().convert(model, checkpoint, out, dataset, num_classes, overwrite)
+    console.print(f"{checkpoint} -> {out} ({res['arch']}, {res['num_classes']} classes, {res['tensors']} tensors)")
 
 
-zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, inspect and pull zoo entries.")
-app.add_typer(zoo_app, name="zoo")
-
-
-def _fmt(v, spec: str = "") -> str:
-    return "-" if v is None else format(v, spec)
-
-
-@zoo_app.command("list")
-@cli_command
-def zoo_list_cmd(dataset: Optional[str] = typer.Option(None, help="ade20k | coco-stuff | cityscapes"),
-                 family: Optional[str] = typer.Option(None, help="lrformer | segformer | upernet-swin"),
-                 json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+@zoo_app.command("list", epilog="Example: lrbench zoo list --dataset cityscapes")
+def zoo_list_cmd(dataset: Optional[Dataset] = typer.Option(None), family: Optional[Family] = typer.Option(None),
+                 json_out: bool = JSON) -> None:
     """Every zoo entry with its published numbers."""
-    from dataclasses import asdict
-
-    from .zoo import list_entries
-
-    entries = list_entries(dataset, family)
+    entries = _commands().zoo_list(dataset, family)
     if json_out:
-        print_json([asdict(e) for e in entries])
+        print_json(entries)
         return
     table = Table(title="lrbench zoo (published numbers; `lrbench zoo info NAME` for sources and files)")
     for col in ("name", "params M", "GFLOPs", "input", "mIoU ss", "mIoU ms", "weights"):
         table.add_column(col, justify="left" if col in ("name", "weights") else "right", no_wrap=col == "name")
     for e in entries:
-        p = e.published
-        w = "none known" if e.hub is None else ("hub" if e.hub.filename_verified else "hub, file name guessed")
+        p, hub = e["published"], e["hub"]
+        w = "none known" if hub is None else ("hub" if hub["filename_verified"] else "hub, file name guessed")
         shape = "x".join(map(str, p.get("flops_shape") or [])) or "-"
-        table.add_row(e.name, _fmt(p.get("params_m")), _fmt(p.get("gflops")), shape, _fmt(p.get("miou_ss")),
+        table.add_row(e["name"], _fmt(p.get("params_m")), _fmt(p.get("gflops")), shape, _fmt(p.get("miou_ss")),
                       _fmt(p.get("miou_ms")), w)
     console.print(table)
 
 
-@zoo_app.command("info")
-@cli_command
+@zoo_app.command("info", epilog="Example: lrbench zoo info lrformer-l_ade20k")
 def zoo_info_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-s_ade20k."),
-                 json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+                 json_out: bool = JSON) -> None:
     """Everything the manifest knows about one entry, and where its converted weights are cached."""
-    from dataclasses import asdict
-
-    from .zoo import get_entry, weights_dir
-
-    e = get_entry(name)
-    info = asdict(e) | {"family": e.family, "cache": str(weights_dir(e.name))}
+    info = _commands().zoo_info(name)
     if json_out:
         print_json(info)
         return
@@ -369,19 +385,17 @@ def zoo_info_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-
     console.print(table)
 
 
-@zoo_app.command("pull")
-@cli_command
+@zoo_app.command("pull", epilog="Example: lrbench zoo pull lrformer-t_ade20k --revision main")
 def zoo_pull_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-s_ade20k."),
                  revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit)."),
                  force: bool = typer.Option(False, "--force", help="Download and convert again."),
                  repo_id: Optional[str] = typer.Option(None, "--repo-id", help="Override the hub repository."),
                  filename: Optional[str] = typer.Option(None, help="Override the file name in the repository."),
                  sha256: Optional[str] = typer.Option(None, help="Expected sha256 of the downloaded file."),
-                 json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+                 json_out: bool = JSON) -> None:
     """Download (HF cache), verify and convert weights to lrbench safetensors ($LRBENCH_HOME)."""
-    from .zoo import pull
-
-    res = pull(name, revision=revision, force=force, repo_id=repo_id, filename=filename, sha256=sha256)
+    res = _commands().zoo_pull(name, revision=revision, force=force, repo_id=repo_id, filename=filename,
+                               sha256=sha256)
     if json_out:
         print_json(res)
         return
@@ -389,15 +403,6 @@ def zoo_pull_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-
     console.print(f"{name}: {state} -> {res['path']}\n  source {res['source']}\n  sha256 {res['sha256']}")
     for n in res["notes"]:
         console.print(f"  note: {n}")
-
-
-def progress_bar(transient: bool = False, disable: bool = False):
-    """The rich progress bar every long command uses (on stderr, so --json output stays clean)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=err_console,
-                    transient=transient, disable=disable)
 
 
 def main() -> None:

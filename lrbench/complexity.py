@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+
+from .errors import UsageError
+from .models import create_model
+from .zoo import resolve
 
 # Ops deliberately not counted (convention above): activations and element-wise arithmetic.
 IGNORED_OPS = ("aten::gelu", "aten::dropout", "aten::feature_dropout", "aten::softmax", "aten::add", "aten::add_", "aten::mul", "aten::mul_", "aten::sub",
@@ -60,22 +64,35 @@ def flop_analysis(model: nn.Module, inputs: torch.Tensor):
     return fca
 
 
-def count_flops(model: nn.Module | str, shape: tuple[int, int] | None = None, num_classes: int | None = None) -> dict:
-    """Parameters and GFLOPs of a model (or registered name) for one (1, 3, H, W) input.
+def count_flops(model: nn.Module | str, shape: tuple[int, int] | None = None, num_classes: int | None = None,
+                dataset: str | None = None, progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Parameters and GFLOPs of a model, or of an architecture / zoo entry by name, for one (1, 3, H, W) input.
 
-    Returns ``{model, shape, num_classes, params, params_backbone, params_head, gflops, gflops_backbone,
-    gflops_head, by_operator (GFLOPs), unsupported_ops (op -> count)}``.
+    For a name, ``shape`` and ``num_classes`` default to its recipe's FLOPs shape and its dataset's classes
+    (``dataset`` default: the entry's, else ADE20K). Returns ``{model, shape, num_classes, params,
+    params_backbone, params_head, gflops, gflops_backbone, gflops_head, by_operator (GFLOPs), unsupported_ops
+    (op -> count)}``.
     """
-    from .models import create_model
-    from .recipes import default_flops_shape, default_num_classes
+    def step(i: int, what: str) -> None:
+        if progress:
+            progress(i, 3, what)
 
-    name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+    if num_classes is not None and num_classes < 1:
+        raise UsageError(f"--num-classes must be >= 1, got {num_classes}")
     if isinstance(model, str):
-        num_classes = num_classes or default_num_classes(model)
-        model = create_model(model, num_classes=num_classes)
-    shape = tuple(shape or default_flops_shape(name))
+        r = resolve(model, dataset)
+        name, shape = r.arch, shape or tuple(r.recipe["flops_shape"])
+        num_classes = num_classes if num_classes is not None else r.num_classes
+        step(0, f"building {name}")
+        model = create_model(name, num_classes=num_classes)
+    else:
+        name = getattr(model, "name", type(model).__name__)
+        if shape is None:
+            raise UsageError("count_flops needs a shape for a model object")
+    shape = tuple(shape)
     if len(shape) != 2 or min(shape) < 32:
-        raise ValueError(f"--shape must be two sizes H W of at least 32 pixels, got {list(shape)}")
+        raise UsageError(f"--shape must be two sizes H W of at least 32 pixels, got {list(shape)}")
+    step(1, f"tracing {name} at {shape[0]}x{shape[1]}")
     model = model.eval()
     x = torch.zeros(1, 3, *shape)
     with warnings.catch_warnings(), torch.no_grad():
@@ -85,6 +102,7 @@ def count_flops(model: nn.Module | str, shape: tuple[int, int] | None = None, nu
         by_module = fca.by_module()
         by_op = fca.by_operator()
         unsupported = dict(fca.unsupported_ops())
+    step(3, "counted")
     parts = {n: m for n, m in model.named_children() if n in ("backbone", "decode_head")}
     return {
         "model": name, "shape": list(shape), "num_classes": getattr(model, "num_classes", num_classes),

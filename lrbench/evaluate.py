@@ -9,15 +9,21 @@ logits resized to each crop, summed and divided by the per-pixel count. Logits a
 Multi-scale (``--protocol ms``): test scale times [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], each with a horizontal flip;
 logits at the original size are averaged (softmax-free; ``merge="softmax"`` averages probabilities as mmseg 1.x's
 SegTTAModel does).
+
+The evaluator is four small pieces: :class:`TestConfig` (recipe + overrides, resolved once), :class:`ResumeState`
+(accumulated areas saved atomically every ``state_every`` images, every ``state_seconds`` and on any interruption),
+:func:`run_loop` (images of equal size go through the model together, ``--batch-size`` at a time) and the record
+written at the end (:func:`lrbench.results.record`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import platform
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -25,14 +31,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fileio import atomic_write_bytes, now_iso, write_json
-from .data import IGNORE_INDEX, DatasetError, SegDataset, collate_list, get_spec
+from .data import DatasetError, SegDataset, collate_list
+from .datasets import get_spec
+from .errors import OutputError, ResultError, UsageError
+from .fileio import atomic_write_bytes, check_writable, write_json
 from .metrics import IoUAccumulator
-from .speed import device_name
+from .models import create_model
+from .models.base import IMAGENET_MEAN, IMAGENET_STD
+from .names import MODES, MS_MERGES, PROTOCOLS
+from .results import check_device, device_name, record, versions
+from .zoo import fetch, resolve, sha256_file
 
 MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-MEAN = torch.tensor([123.675, 116.28, 103.53])
-STD = torch.tensor([58.395, 57.12, 57.375])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -60,14 +70,15 @@ def input_size(h: int, w: int, test: dict, ratio: float = 1.0) -> tuple[int, int
     return resize_steps(h, w, test, ratio)[-1]
 
 
-def preprocess(image: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
-    """uint8 (H, W, 3) RGB -> normalised float (1, 3, h, w): bilinear resizes through ``sizes`` (each rounded back
+def preprocess(images: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """uint8 (B, H, W, 3) RGB -> normalised float (B, 3, h, w): bilinear resizes through ``sizes`` (each rounded back
     to uint8, as cv2 returns), then the ImageNet mean/std."""
-    x = image.permute(2, 0, 1)[None].float()
+    x = images.permute(0, 3, 1, 2).float()
     for size in sizes:
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False).round_().clamp_(0, 255)
-    mean, std = MEAN.to(x.device)[None, :, None, None], STD.to(x.device)[None, :, None, None]
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[None, :, None, None]
+    std = torch.tensor(IMAGENET_STD, device=x.device)[None, :, None, None]
     return (x - mean) / std
 
 
@@ -101,17 +112,18 @@ def forward_slide(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], stri
     return out / count
 
 
-def predict_logits(model: nn.Module, image: torch.Tensor, test: dict, protocol: str = "ss", mode: str = "whole",
+def predict_logits(model: nn.Module, images: torch.Tensor, test: dict, protocol: str = "ss", mode: str = "whole",
                    merge: str = "logits") -> torch.Tensor:
-    """(1, K, H, W) logits at the original image size for a uint8 (H, W, 3) image."""
-    H, W = image.shape[:2]
+    """(B, K, H, W) logits at the original image size for uint8 images of one size, (B, H, W, 3) or (H, W, 3)."""
+    images = images[None] if images.dim() == 3 else images
+    H, W = images.shape[1:3]
     crop = tuple(test.get("crop") or (512, 512))
     stride = tuple(test.get("stride") or (341, 341))
     run = (lambda x: forward_slide(model, x, crop, stride)) if mode == "slide" else (lambda x: forward_whole(model, x))
     views = [(1.0, False)] if protocol == "ss" else [(r, f) for r in MS_RATIOS for f in (False, True)]
     total = None
     for ratio, flip in views:
-        x = preprocess(image, resize_steps(H, W, test, ratio))
+        x = preprocess(images, resize_steps(H, W, test, ratio))
         logits = run(x.flip(-1) if flip else x)
         logits = _resize(logits.flip(-1) if flip else logits, (H, W))
         if merge == "softmax":
@@ -121,7 +133,138 @@ def predict_logits(model: nn.Module, image: torch.Tensor, test: dict, protocol: 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Evaluation loop
+# The test configuration, resolved once
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TestConfig:
+    """Everything that decides the numbers: the dataset, the recipe's test pipeline and the protocol."""
+    dataset: str
+    recipe: str | None
+    test: dict = field(hash=False)
+    protocol: str = "ss"
+    mode: str = "whole"
+    merge: str = "logits"
+
+    @classmethod
+    def build(cls, dataset: str, recipe: dict, protocol: str = "ss", mode: str | None = None,
+              merge: str = "logits") -> TestConfig:
+        get_spec(dataset)
+        for flag, value, allowed in (("--protocol", protocol, PROTOCOLS), ("--ms-merge", merge, MS_MERGES),
+                                     ("--mode", mode or "whole", MODES)):
+            if value not in allowed:
+                raise UsageError(f"{flag} must be one of {', '.join(allowed)}, got '{value}'")
+        test = dict(recipe.get("test") or {})
+        return cls(dataset, recipe.get("name"), test, protocol, mode or test.get("mode", "whole"), merge)
+
+
+def check_run_options(device: str, batch_size: int, workers: int, limit: int | None) -> None:
+    check_device(device)
+    if batch_size < 1 or workers < 0 or (limit is not None and limit < 1):
+        raise UsageError("--batch-size and --limit must be >= 1 and --workers >= 0")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Which weights an eval runs: from the zoo (pulled and verified) or a local file, with the original file's
+    sha256 (for a zoo pull, the hub file's; the report compares it with the manifest's)."""
+    arch: str
+    model: str  # the name the user gave
+    entry: str | None
+    source: str  # "zoo" | "file" | "module"
+    path: str | None
+    sha256: str | None
+    verified: bool = False  # the zoo manifest's sha256 was checked
+
+
+def resolve_weights(model: str | nn.Module, dataset: str, checkpoint: str | None,
+                    recipe: dict | None) -> tuple[Weights, dict, nn.Module | None]:
+    """(weights, recipe, model if already built) for a zoo entry / architecture name or a ready module."""
+    if isinstance(model, nn.Module):
+        name = getattr(model, "name", type(model).__name__)
+        return Weights(name, name, None, "module", checkpoint, None), recipe or {"test": {}}, model
+    r = resolve(model, dataset)
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise UsageError(f"--checkpoint {checkpoint}: file not found")
+        w = Weights(r.arch, model, r.entry.name if r.entry else None, "file", str(checkpoint),
+                    sha256_file(checkpoint))
+        return w, recipe or r.recipe, None
+    if r.entry is None or r.entry.hub is None:
+        raise UsageError(f"no released weights for {model} on {dataset}: pass --checkpoint FILE (an official .pth, "
+                         f"transformers or lrbench .safetensors)")
+    pulled, net = fetch(r.entry.name)
+    w = Weights(r.arch, model, r.entry.name, "zoo", pulled["path"], pulled["sha256"], pulled["verified"])
+    return w, recipe or r.recipe, net
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume state
+# ----------------------------------------------------------------------------------------------------------------
+def _describe_change(old: dict, new: dict) -> str:
+    """What differs between two run fingerprints, in words."""
+    parts = []
+    if old.get("n") != new.get("n"):
+        parts.append(f"the image list changed: {old.get('n')} → {new.get('n')} images")
+    elif old.get("images") != new.get("images"):
+        parts.append("the image files changed")
+    for k in ("model", "weights_sha256", "dataset", "protocol", "mode", "merge", "test", "world", "amp"):
+        if old.get(k) != new.get(k):
+            a, b = old.get(k), new.get(k)
+            if k == "weights_sha256":
+                k, a, b = "checkpoint sha256", str(a)[:12], str(b)[:12]
+            parts.append(f"{k}: {a} → {b}")
+    return "; ".join(parts) or "the run settings differ"
+
+
+@dataclass
+class ResumeState:
+    """The accumulated areas, processed indices and skipped files of one process, saved beside the result."""
+    path: Path | None
+    fingerprint: dict
+    done: set = field(default_factory=set)
+    skipped: list = field(default_factory=list)
+    every_images: int = 50
+    every_seconds: float = 60.0
+    _since: int = 0
+    _last: float = field(default_factory=time.monotonic)
+
+    def restore(self, acc: IoUAccumulator, resume: bool, overwrite: bool) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        if not resume:
+            if overwrite:
+                return
+            raise OutputError(f"{self.path}: an interrupted run can be continued; pass --resume, or --overwrite to "
+                              f"start again")
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state["fingerprint"] != self.fingerprint:
+            what = _describe_change(state["fingerprint"], self.fingerprint)
+            raise ResultError(f"{self.path}: saved by a different run ({what}); to start this run again, replace "
+                              f"--resume with --overwrite")
+        acc.load_state_dict(state["areas"])
+        self.done, self.skipped = set(state["done"]), list(state["skipped"])
+
+    def save(self, acc: IoUAccumulator) -> None:
+        if self.path is not None:
+            state = {"fingerprint": self.fingerprint, "areas": acc.state_dict(), "done": sorted(self.done),
+                     "skipped": self.skipped}
+            atomic_write_bytes(self.path, lambda tmp: torch.save(state, tmp))
+        self._since, self._last = 0, time.monotonic()
+
+    def step(self, acc: IoUAccumulator) -> None:
+        """Count one processed image; save when enough images or seconds have passed."""
+        self._since += 1
+        if self._since >= self.every_images or time.monotonic() - self._last >= self.every_seconds:
+            self.save(acc)
+
+
+def state_path(out_path: Path, rank: int, world: int) -> Path:
+    """Resume state beside the result: ``<out>.state.pt``, one ``<out>.state.rankN.pt`` per process under torchrun."""
+    return out_path.with_name(out_path.name + (f".state.rank{rank}.pt" if world > 1 else ".state.pt"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
 # ----------------------------------------------------------------------------------------------------------------
 def _dist() -> tuple[int, int]:
     """(rank, world size); initialises the default group under torchrun (NCCL on GPUs, gloo on CPU)."""
@@ -132,184 +275,6 @@ def _dist() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    atomic_write_bytes(path, lambda tmp: torch.save(obj, tmp))
-
-
-class TimedForward(nn.Module):
-    """Wraps a model to add up the time spent in its forward (synchronised on CUDA): the rest of the evaluation
-    (decoding, resizing, the metric, waiting for data) is the overhead the eval benchmark reports."""
-
-    def __init__(self, model: nn.Module, device: str):
-        super().__init__()
-        self.model, self.cuda, self.seconds = model, device.startswith("cuda"), 0.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = self.model(x)
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.seconds += time.perf_counter() - t0
-        return out
-
-
-def resolve_model(model: str | nn.Module, dataset: str, checkpoint: str | None,
-                  recipe: dict | None) -> tuple[nn.Module, dict, dict]:
-    """(model, recipe, info) for a zoo entry or architecture name (weights from --checkpoint or the zoo)."""
-    from .models import create_model, resolve_name
-    from .recipes import default_recipe, get_recipe
-    from .zoo import load_zoo, pull, sha256_file
-
-    spec = get_spec(dataset)
-    if isinstance(model, nn.Module):
-        return model, recipe or {"test": {}}, {"model": getattr(model, "name", type(model).__name__),
-                                                "checkpoint": checkpoint}
-    zoo = load_zoo()
-    entry = zoo.get(model) or zoo.get(f"{model}_{dataset}")
-    if entry is not None and entry.dataset != dataset:
-        raise ValueError(f"zoo entry {entry.name} is for {entry.dataset}, not {dataset}; pick a {dataset} entry "
-                         f"(`lrbench zoo list --dataset {dataset}`)")
-    arch = entry.arch if entry else resolve_name(model)
-    recipe = recipe or (get_recipe(entry.recipe) if entry else default_recipe(arch, dataset))
-    if checkpoint is None:
-        if entry is None or entry.hub is None:
-            raise ValueError(f"no weights for {model} on {dataset}: pass --checkpoint FILE (an official .pth, "
-                             f"transformers or lrbench .safetensors)")
-        checkpoint = pull(entry.name)["path"]
-    net = create_model(arch, num_classes=spec.num_classes, checkpoint=checkpoint)
-    return net, recipe, {"model": model, "arch": arch, "zoo_entry": entry.name if entry else None,
-                         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint)}
-
-
-def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike, checkpoint: str | None = None,
-             protocol: str = "ss", mode: str | None = None, limit: int | None = None, batch_size: int = 1,
-             workers: int = 2, device: str = "cpu", amp: bool = False, out: str | None = None, resume: bool = False,
-             overwrite: bool = False, state_every: int = 50, skip_bad: bool = False, recipe: dict | None = None,
-             merge: str = "logits", progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    """Evaluate on a validation set; returns (and with ``out`` writes atomically) the result dict.
-
-    Resumable: with ``out``, the accumulated areas and processed indices are saved atomically to
-    ``<out>.state[.rankN].pt`` every ``state_every`` images and on Ctrl-C; ``resume=True`` continues from there and
-    ends with bit-identical areas. Under torchrun each rank takes a disjoint shard; areas are all-reduced and rank 0
-    writes ``out``.
-    """
-    if protocol not in ("ss", "ms"):
-        raise ValueError(f"--protocol must be ss or ms, got '{protocol}'")
-    if merge not in ("logits", "softmax"):
-        raise ValueError(f"--ms-merge must be logits or softmax, got '{merge}'")
-    if mode not in (None, "whole", "slide"):
-        raise ValueError(f"--mode must be whole or slide, got '{mode}'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    if batch_size < 1 or workers < 0 or (limit is not None and limit < 1):
-        raise ValueError("--batch-size and --limit must be >= 1 and --workers >= 0")
-    out_path = Path(out) if out else None
-    if out_path is not None and out_path.exists() and not (overwrite or resume):
-        raise FileExistsError(f"{out_path} already exists; pass --overwrite to replace it, --resume to continue, "
-                              f"or choose another --out")
-    rank, world = _dist()
-    if out_path is not None and out_path.exists() and resume and not _state_path(out_path, rank, world).exists():
-        return json.loads(out_path.read_text())  # finished earlier: --resume never recomputes a final result
-    if world > 1 and device == "cuda":  # torchrun: one GPU per local rank
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-        torch.cuda.set_device(torch.device(device))
-    spec = get_spec(dataset)
-    ds = SegDataset(dataset, data_root)
-    net, recipe, info = resolve_model(model, dataset, checkpoint, recipe)
-    test = dict(recipe.get("test") or {})
-    mode = mode or test.get("mode", "whole")
-    net = net.to(device).eval()
-    if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = False  # mmseg's benchmark setting; shapes vary per image anyway
-
-    indices = list(range(len(ds)))[: limit or None]
-    shard = indices[rank::world]
-    acc = IoUAccumulator(spec.num_classes, IGNORE_INDEX, device)
-    done: set[int] = set()
-    skipped: list[str] = []
-    state_path = _state_path(out_path, rank, world) if out_path is not None else None
-    fingerprint = {"model": info["model"], "checkpoint_sha256": info.get("checkpoint_sha256"), "dataset": dataset,
-                   "n": len(indices), "protocol": protocol, "mode": mode, "test": test, "world": world, "merge": merge}
-    if resume and state_path is not None and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["fingerprint"] != fingerprint:
-            raise ValueError(f"{state_path}: saved by a different run (model, checkpoint, dataset, protocol or "
-                             f"process count differ); remove it or drop --resume")
-        acc.load_state_dict(state["areas"])
-        done, skipped = set(state["done"]), list(state["skipped"])
-    elif state_path is not None and state_path.exists() and not overwrite:
-        raise FileExistsError(f"{state_path}: an interrupted run can be continued; pass --resume, or --overwrite "
-                              f"to start again")
-
-    def save_state() -> None:
-        if state_path is not None:
-            _atomic_torch_save({"fingerprint": fingerprint, "areas": acc.state_dict(), "done": sorted(done),
-                                "skipped": skipped}, state_path)
-
-    todo = [i for i in shard if i not in done]
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, todo), batch_size=batch_size,
-                                         num_workers=workers, collate_fn=collate_list,
-                                         pin_memory=device.startswith("cuda"), persistent_workers=False)
-    amp_ctx = torch.autocast(device.split(":")[0], dtype=torch.float16 if device.startswith("cuda")
-                             else torch.bfloat16) if amp else nullcontext()
-    timed = TimedForward(net, device)
-    t_start = time.perf_counter()
-    since_save = 0
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                for item in batch:
-                    if "error" in item:
-                        if not skip_bad:
-                            raise DatasetError(item["error"] + "; fix or remove the file, or pass --skip-bad")
-                        skipped.append(item["error"])
-                        done.add(item["index"])
-                        continue
-                    image = item["image"].to(device, non_blocking=True)
-                    label = item["label"].to(device, non_blocking=True)
-                    with amp_ctx:
-                        logits = predict_logits(timed, image, test, protocol, mode, merge)
-                    acc.update(logits.argmax(1)[0], label)
-                    done.add(item["index"])
-                    since_save += 1
-                    if since_save >= state_every:
-                        save_state()
-                        since_save = 0
-                    if progress:
-                        progress(len(done), len(shard), acc.summary() if len(done) % 10 == 1 else {})
-    except BaseException:  # Ctrl-C or a bad file: keep what was measured, so --resume continues from here
-        if done:
-            save_state()
-        raise
-    wall = time.perf_counter() - t_start
-    save_state()
-    acc.all_reduce()
-    skipped = _gather_lists(skipped)
-    summary = acc.summary(spec.classes)
-    result = {
-        "kind": "eval", "date": now_iso(), **info, "dataset": dataset, "data_root": str(ds.root), "num_images": len(indices),
-        "recipe": recipe.get("name"), "test": test, "protocol": protocol, "mode": mode, "merge": merge,
-        "aAcc": summary["aAcc"], "mIoU": summary["mIoU"], "mAcc": summary["mAcc"], "per_class": summary["per_class"],
-        "areas": {k: v.tolist() for k, v in acc.state_dict().items()}, "skipped": skipped,
-        "device": device, "device_name": device_name(device), "world_size": world, "amp": amp,
-        "versions": _versions(),
-        "timings": {"wall_s": wall, "model_s": timed.seconds, "images_per_s": len(todo) / wall if wall else None,
-                    "outside_model_share": 1 - timed.seconds / wall if wall else None},
-    }
-    if out_path is not None and rank == 0:
-        write_json(str(out_path), result)
-        for r in range(world):  # the final result supersedes the resume state
-            _state_path(out_path, r, world).unlink(missing_ok=True)
-    return result
-
-
-def _state_path(out_path: Path, rank: int, world: int) -> Path:
-    """Resume state beside the result: ``<out>.state.pt``, one ``<out>.state.rankN.pt`` per process under torchrun."""
-    return out_path.with_name(out_path.name + (f".state.rank{rank}.pt" if world > 1 else ".state.pt"))
 
 
 def _gather_lists(items: list) -> list:
@@ -323,11 +288,160 @@ def _gather_lists(items: list) -> list:
     return [x for part in parts for x in part]
 
 
-def _versions() -> dict:
-    import numpy
-    import PIL
+class TimedForward(nn.Module):
+    """Wraps a model to add up the time spent in its forward (synchronised on CUDA) and count its calls: the rest
+    of the evaluation (decoding, resizing, the metric, waiting for data) is the overhead the eval benchmark reports."""
 
-    from . import __version__
+    def __init__(self, model: nn.Module, device: str):
+        super().__init__()
+        self.model, self.cuda, self.seconds, self.calls = model, device.startswith("cuda"), 0.0, 0
 
-    return {"lrbench": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__,
-            "python": platform.python_version()}
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = self.model(x)
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
+
+def _same_size_groups(items: list[dict]) -> list[list[dict]]:
+    """Split a loaded batch into runs of images of one size (order kept): each run is one forward."""
+    groups: dict[tuple, list[dict]] = {}
+    for item in items:
+        groups.setdefault(tuple(item["image"].shape), []).append(item)
+    return list(groups.values())
+
+
+def run_loop(net: nn.Module, ds: SegDataset, cfg: TestConfig, todo: list[int], total: int, acc: IoUAccumulator,
+             state: ResumeState, device: str, batch_size: int, workers: int, amp: bool, skip_bad: bool,
+             progress: Callable[[int, int, dict], None] | None) -> None:
+    """Predict and accumulate every index in ``todo``; state is saved on the way and on any interruption."""
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, todo), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=collate_list,
+                                         pin_memory=device.startswith("cuda"), persistent_workers=False)
+    amp_ctx = torch.autocast(device.split(":")[0], dtype=torch.float16 if device.startswith("cuda")
+                             else torch.bfloat16) if amp else nullcontext()
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                good = []
+                for item in batch:
+                    if "error" not in item:
+                        good.append(item)
+                        continue
+                    if not skip_bad:
+                        raise DatasetError(item["error"] + "; fix or remove the file, or pass --skip-bad")
+                    state.skipped.append(item["error"])
+                    state.done.add(item["index"])
+                for group in _same_size_groups(good):
+                    images = torch.stack([it["image"] for it in group]).to(device, non_blocking=True)
+                    with amp_ctx:
+                        logits = predict_logits(net, images, cfg.test, cfg.protocol, cfg.mode, cfg.merge)
+                    preds = logits.argmax(1)
+                    for pred, item in zip(preds, group):
+                        acc.update(pred, item["label"].to(device, non_blocking=True))
+                        state.done.add(item["index"])
+                        state.step(acc)
+                        if progress:
+                            progress(len(state.done), total, acc.summary() if len(state.done) % 10 == 1 else {})
+    except BaseException:  # Ctrl-C, SIGTERM or a bad file: keep what was measured, so --resume continues from here
+        if state.done:
+            state.save(acc)
+        raise
+
+
+def _image_digest(ds: SegDataset, indices: list[int]) -> str:
+    h = hashlib.sha256()
+    for i in indices:
+        h.update(str(ds.items[i][0].relative_to(ds.root)).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike, checkpoint: str | None = None,
+             protocol: str = "ss", mode: str | None = None, limit: int | None = None, batch_size: int = 1,
+             workers: int = 2, device: str = "cpu", amp: bool = False, out: str | None = None, resume: bool = False,
+             overwrite: bool = False, state_every: int = 50, state_seconds: float = 60.0, skip_bad: bool = False,
+             recipe: dict | None = None, merge: str = "logits",
+             progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Evaluate on a validation set; returns (and with ``out`` writes atomically) the result record.
+
+    Resumable: with ``out``, the accumulated areas and processed indices are saved atomically to
+    ``<out>.state[.rankN].pt`` every ``state_every`` images, every ``state_seconds`` and on any interruption;
+    ``resume=True`` continues from there and ends with bit-identical areas, or returns the finished result when it
+    was made by the same run. Under torchrun each rank takes a disjoint shard; areas are all-reduced and rank 0
+    writes ``out``. ``batch_size`` images of equal size go through the model in one forward.
+    """
+    check_run_options(device, batch_size, workers, limit)
+    out_path = Path(out) if out else None
+    if out_path is not None:
+        if out_path.exists() and not (overwrite or resume):
+            raise OutputError(f"{out_path} already exists; pass --overwrite to replace it, --resume to continue, "
+                              f"or choose another --out")
+        check_writable(out_path)
+    ds = SegDataset(dataset, data_root)
+    weights, recipe, net = resolve_weights(model, dataset, checkpoint, recipe)
+    cfg = TestConfig.build(dataset, recipe, protocol, mode, merge)
+    rank, world = _dist()
+    if world > 1 and device == "cuda":  # torchrun: one GPU per local rank
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+        torch.cuda.set_device(torch.device(device))
+    indices = list(range(len(ds)))[: limit or None]
+    fingerprint = {"model": weights.model, "weights_sha256": weights.sha256, "dataset": dataset, "n": len(indices),
+                   "images": _image_digest(ds, indices), "protocol": cfg.protocol, "mode": cfg.mode,
+                   "test": cfg.test, "world": world, "merge": cfg.merge, "amp": amp}
+    state = ResumeState(state_path(out_path, rank, world) if out_path else None, fingerprint,
+                        every_images=state_every, every_seconds=state_seconds)
+    if out_path is not None and out_path.exists() and resume and not (state.path and state.path.exists()):
+        return _finished(out_path, fingerprint)
+    net = net if net is not None else create_model(weights.arch, num_classes=get_spec(dataset).num_classes,
+                                                   checkpoint=weights.path)
+    net = net.to(device).eval()
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = False  # mmseg's benchmark setting; shapes vary per image anyway
+
+    acc = IoUAccumulator(get_spec(dataset).num_classes, get_spec(dataset).ignore_index, device)
+    state.restore(acc, resume, overwrite)
+    shard = indices[rank::world]
+    todo = [i for i in shard if i not in state.done]
+    timed = TimedForward(net, device)
+    t_start = time.perf_counter()
+    run_loop(timed, ds, cfg, todo, len(shard), acc, state, device, batch_size, workers, amp, skip_bad, progress)
+    wall = time.perf_counter() - t_start
+    state.save(acc)
+    acc.all_reduce()
+    skipped = _gather_lists(state.skipped)
+    summary = acc.summary(get_spec(dataset).classes)
+    result = record(
+        "eval", model=weights.model, arch=weights.arch, zoo_entry=weights.entry, weights=weights.source,
+        checkpoint=weights.path, checkpoint_sha256=weights.sha256, weights_verified=weights.verified,
+        dataset=dataset, data_root=str(ds.root), num_images=len(indices), complete=limit is None or
+        limit >= len(ds), recipe=cfg.recipe, test=cfg.test, protocol=cfg.protocol, mode=cfg.mode, merge=cfg.merge,
+        aAcc=summary["aAcc"], mIoU=summary["mIoU"], mAcc=summary["mAcc"], per_class=summary["per_class"],
+        areas={k: v.tolist() for k, v in acc.state_dict().items()}, skipped=skipped, device=device,
+        device_name=device_name(device), world_size=world, amp=amp, batch_size=batch_size, versions=versions(),
+        fingerprint=fingerprint,
+        timings={"wall_s": wall, "model_s": timed.seconds, "forwards": timed.calls,
+                 "images_per_s": len(todo) / wall if wall else None,
+                 "outside_model_share": 1 - timed.seconds / wall if wall else None})
+    if out_path is not None and rank == 0:
+        write_json(out_path, result)
+        for r in range(world):  # the final result supersedes the resume state
+            state_path(out_path, r, world).unlink(missing_ok=True)
+    return result
+
+
+def _finished(out_path: Path, fingerprint: dict) -> dict:
+    """--resume on a finished result: return it only when it was made by this very run."""
+    try:
+        done = json.loads(out_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ResultError(f"{out_path}: cannot be read as a finished result ({e}); pass --overwrite") from None
+    if done.get("fingerprint") != fingerprint:
+        what = _describe_change(done.get("fingerprint") or {}, fingerprint)
+        raise ResultError(f"{out_path} holds a finished result of a different run ({what}); choose another --out, "
+                          f"or --overwrite to replace it")
+    return done

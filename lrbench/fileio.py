@@ -49,3 +49,21 @@ def data_dir(name: str) -> Path:
     source = Path(__file__).resolve().parent.parent / name
     installed = Path(sys.prefix) / "share" / "lrbench" / name
     return source if source.is_dir() or not installed.is_dir() else installed
+
+
+def check_writable(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Fail now, not after the work, when ``path`` cannot be written: create its folder and try a file there."""
+    from .errors import OutputError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OutputError(f"{what} {path}: cannot write there ({e.strerror or type(e).__name__}); choose another "
+                          f"{what}") from None
+    if path.is_dir():
+        raise OutputError(f"{what} {path}: is a folder; give a file name")
+    return path

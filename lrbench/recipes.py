@@ -1,4 +1,5 @@
-"""Recipes: one YAML file per model family x dataset in ``recipes/`` (test pipeline, class count, FLOPs shape)."""
+"""Recipes: one YAML file per model family (or variant) x dataset in ``recipes/``: the test pipeline and the input
+size the published FLOPs are counted at. Class counts and label conventions are the dataset's (``lrbench.datasets``)."""
 from __future__ import annotations
 
 import functools
@@ -7,10 +8,13 @@ from pathlib import Path
 
 import yaml
 
+from .datasets import get_spec
+from .errors import ConfigError, UnknownNameError
 from .fileio import data_dir
+from .models import model_family
 
 RECIPES_DIR = Path(os.environ.get("LRBENCH_RECIPES") or data_dir("recipes"))
-REQUIRED = ("name", "family", "dataset", "num_classes", "test", "flops_shape")
+REQUIRED = ("name", "family", "dataset", "test", "flops_shape")
 
 
 @functools.lru_cache(maxsize=None)
@@ -18,12 +22,15 @@ def load_recipes() -> dict[str, dict]:
     """All recipes by name; each is validated for the keys every consumer relies on."""
     out = {}
     for path in sorted(RECIPES_DIR.glob("*.yaml")):
-        r = yaml.safe_load(path.read_text())
+        try:
+            r = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         missing = [k for k in REQUIRED if k not in (r or {})]
         if missing:
-            raise ValueError(f"{path}: recipe is missing {', '.join(missing)}")
+            raise ConfigError(f"{path}: recipe is missing {', '.join(missing)}")
         if r["name"] != path.stem:
-            raise ValueError(f"{path}: recipe name '{r['name']}' must equal the file name '{path.stem}'")
+            raise ConfigError(f"{path}: recipe name '{r['name']}' must equal the file name '{path.stem}'")
         out[r["name"]] = r
     return out
 
@@ -31,24 +38,19 @@ def load_recipes() -> dict[str, dict]:
 def get_recipe(name: str) -> dict:
     recipes = load_recipes()
     if name not in recipes:
-        raise KeyError(f"unknown recipe '{name}'; known: {', '.join(recipes)} (files in {RECIPES_DIR})")
+        raise UnknownNameError(f"unknown recipe '{name}'; known: {', '.join(recipes)} (files in {RECIPES_DIR})")
     return recipes[name]
 
 
-def default_recipe(model_name: str, dataset: str = "ade20k") -> dict:
-    """The recipe a bare architecture name uses: its own (e.g. lrformer-l_ade20k) or its family's."""
-    from .models import model_family
-
+def default_recipe(arch: str, dataset: str) -> dict:
+    """The recipe an architecture uses on a dataset: its own (e.g. lrformer-l_ade20k) or its family's."""
+    get_spec(dataset)
     recipes = load_recipes()
-    for cand in (f"{model_name}_{dataset}", f"{model_family(model_name)}_{dataset}"):
+    family = model_family(arch)
+    for cand in (f"{arch}_{dataset}", f"{family}_{dataset}"):
         if cand in recipes:
             return recipes[cand]
-    raise KeyError(f"no recipe for {model_name} on {dataset}; add recipes/{model_family(model_name)}_{dataset}.yaml")
-
-
-def default_flops_shape(model_name: str, dataset: str = "ade20k") -> tuple[int, int]:
-    return tuple(default_recipe(model_name, dataset)["flops_shape"])
-
-
-def default_num_classes(model_name: str, dataset: str = "ade20k") -> int:
-    return int(default_recipe(model_name, dataset)["num_classes"])
+    have = sorted({r["dataset"] for r in recipes.values() if r["family"] == family})
+    raise ConfigError(f"no test recipe for {arch} on {dataset} ({family} has recipes for {', '.join(have)}); "
+                      f"write recipes/{family}_{dataset}.yaml (see recipes/{family}_{have[0]}.yaml) or pick another "
+                      f"--dataset")

@@ -1,45 +1,37 @@
-"""``lrbench report`` / ``lrbench reproduce``: RESULTS.md from result files and the zoo's published numbers.
+"""``lrbench report``: RESULTS.md from result files and the zoo's published numbers.
 
 The report is a pure function of the result JSON files (``kind``: flops, speed, claims, eval), the zoo manifest
 and the code version: regenerating it from the same inputs gives the same bytes (no clock is read; the date shown is
 the newest result's). Verdicts:
 - cost: measured GFLOPs within ``FLOPS_TOL`` (5%) of the published figure -> "matches", else "differs";
-- mIoU: a full-set measurement within ``MIOU_TOL`` (0.5) of the published one -> "reproduced", else "not
-  reproduced"; a ``--limit`` run is "partial"; no measurement is "pending" with the command that would make it.
+- mIoU: a measurement that *counts* within ``MIOU_TOL`` (0.5) of the published one -> "reproduced", else "not
+  reproduced"; no such measurement is "pending" with the command that would make it.
+
+An eval counts toward a paper row (and so toward a claim) only when it is a complete run (the whole validation
+split, nothing skipped) of the entry's own published weights (pulled from the zoo, or a file whose sha256 equals the
+manifest's) with the entry's recipe, protocol and mode. Every other eval -- a ``--limit`` smoke test, a local
+checkpoint, another mode -- is listed under "Your runs" with the reason, and never changes a verdict.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from .fileio import atomic_write_bytes, now_iso
+from . import __version__
+from .claims import plot_claims
+from .datasets import DATASETS
+from .fileio import atomic_write_bytes
+from .recipes import get_recipe
+from .results import git_commit, load_results
+from .zoo import ZooEntry, load_zoo
 
 FLOPS_TOL = 0.05
 MIOU_TOL = 0.5
-VAL_SIZES = {"ade20k": 2000, "coco-stuff": 5000, "cityscapes": 500}
-DATASET_TITLES = {"ade20k": "ADE20K val (150 classes)", "coco-stuff": "COCO-Stuff-164k val (171 classes)",
-                  "cityscapes": "Cityscapes val (19 classes)"}
-
-
-def load_results(results_dir: str | os.PathLike) -> dict[str, list[dict]]:
-    """Every ``*.json`` result under ``results_dir`` grouped by kind (files of other shapes are ignored)."""
-    out: dict[str, list[dict]] = {"flops": [], "speed": [], "claims": [], "eval": []}
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--results {root}: folder not found; run `lrbench reproduce` first")
-    for path in sorted(root.rglob("*.json")):
-        try:
-            obj = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); remove or regenerate it") from None
-        if isinstance(obj, dict) and obj.get("kind") in out:
-            out[obj["kind"]].append(obj)
-    return out
+DATASET_TITLES = {name: spec.title for name, spec in DATASETS.items()}
 
 
 def _f(v, spec=".1f", none="–") -> str:
@@ -51,16 +43,47 @@ def eval_command(entry, protocol: str) -> str:
     return f"`lrbench eval {entry.name} --dataset {entry.dataset} --data-root PATH{ms}`"
 
 
-def _miou_cell(entry, protocol: str, evals: list[dict]) -> tuple[float | None, str]:
-    """(measured mIoU, verdict) for one entry and protocol."""
-    published = entry.published.get(f"miou_{protocol}")
-    from .recipes import get_recipe
-
+def why_not_counted(run: dict, zoo: dict[str, ZooEntry]) -> str | None:
+    """None when an eval counts toward its zoo entry's paper row (see the module docstring), else the reason."""
+    entry = zoo.get(run.get("zoo_entry") or "")
+    if entry is None:
+        return "not a zoo entry's run"
     mode = get_recipe(entry.recipe)["test"].get("mode", "whole")
-    runs = [r for r in evals if r.get("zoo_entry") == entry.name and r.get("protocol") == protocol  # the published
-            and r.get("recipe") == entry.recipe and r.get("mode") == mode]  # protocol only, not e.g. a --mode slide run
-    full = [r for r in runs if r.get("num_images") == VAL_SIZES[entry.dataset] and not r.get("skipped")]
-    run = (full or runs or [None])[-1]
+    if run.get("recipe") != entry.recipe or run.get("mode") != mode:
+        return f"not the published protocol (recipe {run.get('recipe')}, mode {run.get('mode')})"
+    if run.get("protocol") not in ("ss", "ms"):
+        return f"unknown protocol {run.get('protocol')}"
+    val = DATASETS[entry.dataset].val_size
+    if run.get("num_images") != val or not run.get("complete", False):
+        return f"partial: {run.get('num_images')} of {val} images"
+    if run.get("skipped"):
+        return f"{len(run['skipped'])} images skipped"
+    published_sha = entry.hub.sha256 if entry.hub else None
+    if published_sha is not None:
+        if run.get("checkpoint_sha256") != published_sha:
+            return "weights differ from the published file (sha256)"
+    elif run.get("weights") != "zoo":
+        return "local checkpoint (not the zoo's published weights)"
+    return None
+
+
+def split_evals(evals: list[dict], zoo: dict[str, ZooEntry]) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """(runs that count, [(other run, why it does not count)])."""
+    counted, others = [], []
+    for run in evals:
+        why = why_not_counted(run, zoo)
+        if why is None:
+            counted.append(run)
+        else:
+            others.append((run, why))
+    return counted, others
+
+
+def _miou_cell(entry: ZooEntry, protocol: str, counted: list[dict]) -> tuple[float | None, str]:
+    """(measured mIoU, verdict) for one entry and protocol, from the runs that count."""
+    published = entry.published.get(f"miou_{protocol}")
+    runs = [r for r in counted if r.get("zoo_entry") == entry.name and r.get("protocol") == protocol]
+    run = runs[-1] if runs else None
     if run is None:
         if published is None:
             return None, "–"
@@ -69,8 +92,6 @@ def _miou_cell(entry, protocol: str, evals: list[dict]) -> tuple[float | None, s
                           + eval_command(entry, protocol)[:-1] + " --checkpoint FILE`")
         return None, "pending: " + eval_command(entry, protocol)
     measured = run["mIoU"]
-    if not full:
-        return measured, f"partial ({run['num_images']} of {VAL_SIZES[entry.dataset]} images)"
     if published is None:
         return measured, "measured (nothing published)"
     return measured, "reproduced" if abs(measured - published) <= MIOU_TOL else "not reproduced"
@@ -78,6 +99,7 @@ def _miou_cell(entry, protocol: str, evals: list[dict]) -> tuple[float | None, s
 
 def dataset_table(dataset: str, zoo: dict, results: dict[str, list[dict]]) -> pd.DataFrame:
     """One row per zoo entry of ``dataset``: published vs measured params, GFLOPs and mIoU (ss and ms)."""
+    counted, _ = split_evals(results["eval"], zoo)
     flops = {(r["model"], tuple(r["shape"]), r["num_classes"]): r for r in results["flops"]}
     rows = []
     for e in (e for e in zoo.values() if e.dataset == dataset):
@@ -92,8 +114,8 @@ def dataset_table(dataset: str, zoo: dict, results: dict[str, list[dict]]) -> pd
             cost = "measured (nothing published)"
         else:
             cost = "matches" if abs(gflops - pub["gflops"]) / pub["gflops"] <= FLOPS_TOL else "differs"
-        ss, v_ss = _miou_cell(e, "ss", results["eval"])
-        ms, v_ms = _miou_cell(e, "ms", results["eval"])
+        ss, v_ss = _miou_cell(e, "ss", counted)
+        ms, v_ms = _miou_cell(e, "ms", counted)
         rows.append({
             "model": e.name, "family": e.family, "input": f"{shape[0]}x{shape[1]}" if shape else None,
             "params_pub": pub.get("params_m"), "params": params,
@@ -159,22 +181,6 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
     return out
 
 
-def git_commit() -> str:
-    """The last commit that changed the code, zoo or recipes (+ "-dirty" if they have uncommitted changes): stable
-    when only RESULTS.md itself is committed, so regenerating the report from the same inputs gives the same bytes."""
-    top = Path(__file__).resolve().parent.parent
-    paths = ["lrbench", "zoo", "recipes"]
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args, "--", *paths], capture_output=True, text=True, timeout=5,
-                              cwd=top).stdout.strip()
-    try:
-        commit = git("log", "-1", "--format=%h")
-        return (commit + ("-dirty" if git("status", "--porcelain") else "")) if commit else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def build_tables(results: dict[str, list[dict]], zoo: dict) -> dict[str, pd.DataFrame]:
     return {d: dataset_table(d, zoo, results) for d in DATASET_TITLES}
 
@@ -182,10 +188,6 @@ def build_tables(results: dict[str, list[dict]], zoo: dict) -> dict[str, pd.Data
 def render(results: dict[str, list[dict]], zoo: dict, plots: dict[str, str] | None = None,
            commit: str | None = None, tables: dict[str, pd.DataFrame] | None = None) -> tuple[str, pd.DataFrame]:
     """(Markdown, combined CSV table) for the given results; deterministic in its inputs."""
-    import torch
-
-    from . import __version__
-
     tables = tables or build_tables(results, zoo)
     claims = (results["claims"][-1]["claims"] if results["claims"] else []) + family_claims(tables)
     dates = sorted(r.get("date") for k in results for r in results[k] if r.get("date"))
@@ -219,6 +221,15 @@ def render(results: dict[str, list[dict]], zoo: dict, plots: dict[str, str] | No
             L += ["", f"![mIoU vs GFLOPs on {d}]({plots[d]})"]
     L += ["", "GFLOPs: fvcore, one multiply-add = one FLOP, backbone + decode head, at the published input size. "
               f"mIoU verdict tolerance ±{MIOU_TOL}; GFLOPs ±{FLOPS_TOL:.0%}."]
+    _, others = split_evals(results["eval"], zoo)
+    if others:
+        L += ["", "## Your runs (not counted)", "",
+              "Evaluations that are not a complete run of an entry's published weights with its recipe. They are "
+              "listed for reference and change no verdict above.", "",
+              "| result | model | dataset | protocol | images | mIoU | why not counted |", "|---|---|---|---|---|---|---|"]
+        for run, why in sorted(others, key=lambda o: o[0].get("_path", "")):
+            L.append(f"| {run.get('_path', '–')} | {run['model']} | {run['dataset']} | {run['protocol']} | {run['num_images']} | "
+                     f"{_f(run['mIoU'], '.2f')} | {why} |")
     if results["speed"]:
         L += ["", "## Speed", "", "| model | input | batch | dtype | device | torch | median ms (IQR) | images/s |",
               "|---|---|---|---|---|---|---|---|"]
@@ -268,9 +279,6 @@ def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str
 
 def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_dir: str | None = "plots") -> dict:
     """Read results, write RESULTS.md (+ .csv beside it) and the plots; returns the paths written."""
-    from .claims import plot_claims
-    from .zoo import load_zoo
-
     results = load_results(results_dir)
     zoo = load_zoo()
     out_path = Path(out)
@@ -289,66 +297,3 @@ def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_di
     csv_path = out_path.with_suffix(".csv")
     atomic_write_bytes(csv_path, lambda tmp: csv.to_csv(tmp, index=False, float_format="%.4f"))
     return {"report": str(out_path), "csv": str(csv_path), "plots": sorted(plots.values())}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The one-command main job
-# ----------------------------------------------------------------------------------------------------------------
-SPEED_MODELS = ("lrformer-t", "lrformer-s", "segformer-b0", "segformer-b2")
-
-
-def reproduce(data_root: str | None = None, quick: bool = False, results_dir: str = "results",
-              out: str = "RESULTS.md", plots_dir: str = "plots", device: str = "cpu", progress=None) -> dict:
-    """Params + FLOPs of every zoo architecture at its published input, the claims study, a short speed run, then
-    (with ``data_root``) every eval whose dataset folder and weights are available; finally the report.
-
-    ``quick`` keeps the FLOPs of the cheap ADE20K-sized models only, fewer claim sizes and fewer speed iterations.
-    """
-    from .claims import QUICK_SIZES, run_claims
-    from .complexity import count_flops
-    from .fileio import write_json
-    from .speed import measure_speed
-    from .zoo import ZooError, load_zoo
-
-    def step(what: str) -> None:
-        if progress:
-            progress(what)
-
-    rdir = Path(results_dir)
-    zoo = load_zoo()
-    jobs = sorted({(e.arch, tuple(e.published["flops_shape"]), e.num_classes) for e in zoo.values()
-                   if e.published.get("flops_shape")})
-    if quick:
-        jobs = [j for j in jobs if j[1][0] * j[1][1] <= 640 * 640]
-    for arch, shape, k in jobs:
-        step(f"flops {arch} {shape[0]}x{shape[1]} ({k} classes)")
-        res = count_flops(arch, shape, k)
-        write_json(rdir / "flops" / f"{arch}_{shape[0]}x{shape[1]}_{k}.json", {"kind": "flops", "date": now_iso(), **res})
-    step("claims study")
-    res = run_claims(QUICK_SIZES if quick else None, device=device)
-    write_json(rdir / "claims.json", {"kind": "claims", "date": now_iso(), **res})
-    for name in SPEED_MODELS:
-        step(f"speed {name} 512x512")
-        res = measure_speed(name, (512, 512), device=device, warmup=1 if quick else 2, iters=3 if quick else 10)
-        write_json(rdir / "speed" / f"{name}_512x512_{device}.json", {"kind": "speed", "date": now_iso(), **res})
-    evals = []
-    if data_root:
-        from .data import DATASETS
-        from .evaluate import evaluate
-
-        for e in zoo.values():
-            spec = DATASETS[e.dataset]
-            root = Path(data_root)
-            if e.hub is None or not ((root / spec.folder).is_dir() or (root / spec.img_dir).is_dir()):
-                continue
-            step(f"eval {e.name}")
-            path = rdir / "eval" / f"{e.name}_ss.json"
-            if path.exists():
-                continue  # finished earlier: results are never recomputed silently
-            try:
-                evaluate(e.name, e.dataset, root, out=str(path), resume=True, device=device)
-                evals.append(str(path))
-            except ZooError as err:  # weights not obtainable here: the row stays pending
-                step(f"skip {e.name}: {err}")
-    step("report")
-    return write_report(results_dir, out, plots_dir) | {"evals": evals}

@@ -1,13 +1,12 @@
 """Forward latency / throughput measurement (``lrbench speed``).
 
-GPU: CUDA events around each forward, synchronised, cudnn.benchmark as requested, peak memory from the allocator.
+GPU: CUDA events around each forward, synchronised, cudnn.benchmark off (mmseg's test setting), peak memory from the allocator.
 CPU: ``time.perf_counter``. Always ``torch.inference_mode``; warm-up iterations are discarded; median and
 inter-quartile range are reported (robust to the odd slow iteration). Results carry the device, torch version and
 every setting, so a number is never separated from how it was measured.
 """
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from contextlib import nullcontext
@@ -15,7 +14,13 @@ from typing import Any, Callable
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from .errors import UsageError
+from .models import create_model
+from .names import DTYPES as DTYPE_NAMES
+from .results import check_device, device_name
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+assert tuple(DTYPES) == DTYPE_NAMES
 
 
 def _sync(device: str) -> None:
@@ -23,15 +28,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_forward(fn: Callable[[], Any], device: str = "cpu", warmup: int = 3, iters: int = 10) -> dict:
-    """Run ``fn`` ``warmup`` times, then time ``iters`` calls; returns per-call milliseconds and summary stats."""
+def time_forward(fn: Callable[[], Any], device: str = "cpu", warmup: int = 3, iters: int = 10,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run ``fn`` ``warmup`` times, then time ``iters`` calls; returns per-call milliseconds and summary stats.
+    ``progress(done, total)`` is called after every call (warm-up included)."""
     if iters < 1 or warmup < 0:
-        raise ValueError(f"--iters must be >= 1 and --warmup >= 0, got iters={iters}, warmup={warmup}")
+        raise UsageError(f"--iters must be >= 1 and --warmup >= 0, got iters={iters}, warmup={warmup}")
     cuda = device.startswith("cuda")
     times = []
     with torch.inference_mode():
-        for _ in range(warmup):
+        for i in range(warmup):
             fn()
+            if progress:
+                progress(i + 1, warmup + iters)
         _sync(device)
         for _ in range(iters):
             if cuda:
@@ -45,40 +54,34 @@ def time_forward(fn: Callable[[], Any], device: str = "cpu", warmup: int = 3, it
                 t0 = time.perf_counter()
                 fn()
                 times.append((time.perf_counter() - t0) * 1e3)
+            if progress:
+                progress(warmup + len(times), warmup + iters)
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0], "mean_ms": statistics.fmean(times),
             "min_ms": min(times), "times_ms": times}
 
 
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} threads)"
-
-
 def measure_speed(model_name: str, shape: tuple[int, int], batch_size: int = 1, dtype: str = "fp32",
                   channels_last: bool = False, compile: bool = False, device: str = "cpu", warmup: int = 3,
-                  iters: int = 10, num_classes: int | None = None, cudnn_benchmark: bool = False) -> dict:
-    """Latency and images/s of one model's forward at ``shape`` (H, W) with random normalised input."""
-    from .models import create_model
-    from .recipes import default_num_classes
-
+                  iters: int = 10, num_classes: int = 150,
+                  progress: Callable[[int, int], None] | None = None) -> dict:
+    """Latency and images/s of one architecture's forward at ``shape`` (H, W) with random normalised input."""
     if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    if dtype == "fp16" and not device.startswith("cuda"):
-        raise ValueError("--dtype fp16 needs --device cuda (CPU fp16 kernels are slow and unrepresentative); "
-                         "use bf16 or fp32 on CPU")
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    check_device(device)
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    num_classes = num_classes or default_num_classes(model_name)
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    if dtype == "fp16" and not device.startswith("cuda"):
+        raise UsageError("--dtype fp16 needs --device cuda (CPU fp16 kernels are slow and unrepresentative); "
+                         "use bf16 or fp32 on CPU")
+    if len(shape) != 2 or min(shape) < 32:
+        raise UsageError(f"--shape must be two sizes H W of at least 32 pixels, got {list(shape)}")
     model = create_model(model_name, num_classes=num_classes).to(device)
     x = torch.randn(batch_size, 3, *shape, device=device)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = cudnn_benchmark
+        torch.backends.cudnn.benchmark = False  # mmseg's test setting
         torch.cuda.reset_peak_memory_stats()
     fwd = torch.compile(model) if compile else model
     amp = torch.autocast(device_type=device.split(":")[0], dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
@@ -87,9 +90,9 @@ def measure_speed(model_name: str, shape: tuple[int, int], batch_size: int = 1, 
         with amp:
             return fwd(x)
 
-    t = time_forward(step, device, warmup, iters)
+    t = time_forward(step, device, warmup, iters, progress)
     return {
-        "model": model_name, "shape": list(shape), "batch_size": batch_size, "dtype": dtype,
+        "model": model_name, "shape": list(shape), "num_classes": num_classes, "batch_size": batch_size, "dtype": dtype,
         "channels_last": channels_last, "compile": compile, "device": device, "device_name": device_name(device),
         "torch": torch.__version__, "warmup": warmup, "iters": iters,
         "median_ms": t["median_ms"], "iqr_ms": t["iqr_ms"], "mean_ms": t["mean_ms"], "min_ms": t["min_ms"],

@@ -1,10 +1,16 @@
-"""The model zoo: the ``zoo/`` manifest and pulling weights from the Hugging Face hub (``lrbench zoo ...``).
+"""The model zoo: named entries (``zoo/models.yaml``), name resolution, and pulling weights from the Hugging Face hub.
+
+One policy turns a name into what to run (:func:`resolve`): a zoo entry by its name (``lrformer-s_ade20k``), or an
+architecture (``lrformer-s``) on a dataset (default ADE20K), whose entry is then ``<arch>_<dataset>`` if the zoo has
+it. ``lrbench eval``, ``flops``, ``speed``, ``zoo pull``, ``convert`` and ``create_model(pretrained=True)`` all use it.
 
 ``pull`` downloads with ``hf_hub_download`` into the standard HF cache (so ``HF_ENDPOINT`` mirrors,
 ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE`` behave as everywhere else), verifies the sha256 when the manifest has one,
-then converts the checkpoint once to lrbench-named safetensors under ``$LRBENCH_HOME/weights`` so that later loads
-never unpickle. Entries can be overridden (repo, file, revision, sha256) per call or by a local manifest named in
-``$LRBENCH_ZOO`` whose entries replace or extend the shipped ones.
+then converts the checkpoint once to lrbench-named safetensors under ``$LRBENCH_HOME/weights`` (:func:`write_converted`,
+the one writer of converted weights) so that later loads never unpickle. Before downloading it asks the hub for the
+file's metadata once with a short timeout and no retries: an unreachable hub or a failing server is reported in
+seconds instead of after huggingface_hub's ~25 s of retries. Entries can be overridden (repo, file, revision, sha256)
+per call or by a local manifest named in ``$LRBENCH_ZOO`` whose entries replace or extend the shipped ones.
 """
 from __future__ import annotations
 
@@ -12,23 +18,25 @@ import difflib
 import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch.nn as nn
 import yaml
 
-from .data import DATASETS as _DATASET_SPECS
+from . import __version__
+from .checkpoint import CheckpointError, match_state_dict, read_state_dict, save_safetensors
+from .datasets import DATASETS, DEFAULT_DATASET, get_spec
+from .errors import UnknownNameError, UsageError, ZooError
 from .fileio import data_dir
+from .models import ARCH_FAMILY, convert_weights, create_model, guess_architecture, model_family
+from .recipes import default_recipe, get_recipe, load_recipes
 
 ZOO_FILE = data_dir("zoo") / "models.yaml"
-DATASETS = tuple(_DATASET_SPECS)
-FORMATS = ("mmseg", "transformers", "safetensors")
 _HUB_KEYS = {"repo_id", "filename", "revision", "sha256", "filename_verified"}
 _PUBLISHED_KEYS = {"params_m", "gflops", "flops_shape", "miou_ss", "miou_ms", "source"}
-
-
-class ZooError(ValueError):
-    """A zoo problem the user can fix (unknown name, no network, bad checksum...); one line."""
+PROBE_TIMEOUT_S = 5.0  # the one metadata request before a download
 
 
 @dataclass(frozen=True)
@@ -45,47 +53,40 @@ class ZooEntry:
     name: str
     arch: str
     dataset: str
-    num_classes: int
     recipe: str
-    format: str
     hub: Hub | None
     published: dict = field(default_factory=dict)
     note: str | None = None
 
     @property
     def family(self) -> str:
-        from .models import model_family
+        return ARCH_FAMILY[self.arch]
 
-        return model_family(self.arch)
+    @property
+    def num_classes(self) -> int:
+        return DATASETS[self.dataset].num_classes
 
 
 def _validate(name: str, raw: dict, source: Path) -> ZooEntry:
     """Schema check of one manifest entry; raises ZooError naming the file, entry and field."""
-    from .models import list_models
-    from .recipes import load_recipes
-
     def bad(msg: str) -> ZooError:
         return ZooError(f"{source}: entry '{name}': {msg}")
 
     if not isinstance(raw, dict):
         raise bad("must be a mapping")
-    required = ("arch", "dataset", "num_classes", "recipe", "format", "hub", "published")
+    required = ("arch", "dataset", "recipe", "hub", "published")
     missing = [k for k in required if k not in raw]
     if missing:
         raise bad(f"missing {', '.join(missing)}")
     extra = set(raw) - set(required) - {"note"}
     if extra:
         raise bad(f"unknown fields {', '.join(sorted(extra))}")
-    if raw["arch"] not in list_models():
+    if raw["arch"] not in ARCH_FAMILY:
         raise bad(f"arch '{raw['arch']}' is not a registered model (see `lrbench models`)")
     if raw["dataset"] not in DATASETS:
         raise bad(f"dataset must be one of {', '.join(DATASETS)}")
-    if not isinstance(raw["num_classes"], int) or raw["num_classes"] < 1:
-        raise bad("num_classes must be a positive integer")
     if raw["recipe"] not in load_recipes():
         raise bad(f"recipe '{raw['recipe']}' has no file recipes/{raw['recipe']}.yaml")
-    if raw["format"] not in FORMATS:
-        raise bad(f"format must be one of {', '.join(FORMATS)}")
     hub = raw["hub"]
     if hub is not None:
         if not isinstance(hub, dict) or not {"repo_id", "filename"} <= set(hub) or set(hub) - _HUB_KEYS:
@@ -101,8 +102,7 @@ def _validate(name: str, raw: dict, source: Path) -> ZooEntry:
     for k in ("params_m", "gflops", "miou_ss", "miou_ms"):
         if pub.get(k) is not None and not isinstance(pub[k], (int, float)):
             raise bad(f"published.{k} must be a number or null")
-    return ZooEntry(name, raw["arch"], raw["dataset"], raw["num_classes"], raw["recipe"], raw["format"], hub,
-                    dict(pub), raw.get("note"))
+    return ZooEntry(name, raw["arch"], raw["dataset"], raw["recipe"], hub, dict(pub), raw.get("note"))
 
 
 def _read_manifest(path: Path) -> dict[str, ZooEntry]:
@@ -137,14 +137,52 @@ def get_entry(name: str) -> ZooEntry:
         return zoo[name]
     close = difflib.get_close_matches(name, list(zoo), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `lrbench zoo list`"
-    raise ZooError(f"unknown zoo entry '{name}'{hint}")
+    raise UnknownNameError(f"unknown zoo entry '{name}'{hint}")
 
 
 def list_entries(dataset: str | None = None, family: str | None = None) -> list[ZooEntry]:
-    if dataset is not None and dataset not in DATASETS:
-        raise ZooError(f"--dataset must be one of {', '.join(DATASETS)}, got '{dataset}'")
+    from .models import check_family
+
+    if dataset is not None:
+        get_spec(dataset)
+    check_family(family)
     return [e for e in load_zoo().values()
             if (dataset is None or e.dataset == dataset) and (family is None or e.family == family)]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a name means on a dataset: the architecture, the zoo entry (None for an architecture the zoo has no entry
+    for on that dataset), the test recipe and the class count."""
+    arch: str
+    dataset: str
+    recipe: dict
+    entry: ZooEntry | None
+
+    @property
+    def num_classes(self) -> int:
+        return DATASETS[self.dataset].num_classes
+
+
+def resolve(name: str, dataset: str | None = None) -> Resolved:
+    """Resolve a zoo entry name or an architecture name (on ``dataset``, default ADE20K); see the module docstring."""
+    if dataset is not None:
+        get_spec(dataset)
+    zoo = load_zoo()
+    if name in zoo:
+        entry = zoo[name]
+        if dataset is not None and dataset != entry.dataset:
+            alt = f"{entry.arch}_{dataset}"
+            hint = f"use {alt}" if alt in zoo else f"use the architecture {entry.arch} with --checkpoint FILE"
+            raise UsageError(f"zoo entry {name} is for {entry.dataset}, not {dataset}: drop --dataset, or {hint}")
+        return Resolved(entry.arch, entry.dataset, get_recipe(entry.recipe), entry)
+    if name not in ARCH_FAMILY:
+        close = difflib.get_close_matches(name, list(ARCH_FAMILY) + list(zoo), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `lrbench models` and `lrbench zoo list`"
+        raise UnknownNameError(f"unknown model or zoo entry '{name}'{hint}")
+    dataset = dataset or DEFAULT_DATASET
+    entry = zoo.get(f"{name}_{dataset}")
+    return Resolved(name, dataset, get_recipe(entry.recipe) if entry else default_recipe(name, dataset), entry)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -186,35 +224,66 @@ def _remove_cached(path: str) -> None:
     blob.unlink(missing_ok=True)
 
 
-def _download(entry: ZooEntry, hub: Hub, force: bool) -> str:
-    from huggingface_hub import hf_hub_download
+def _check_sha256(sha256: str | None) -> str | None:
+    if sha256 is None:
+        return None
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise UsageError(f"--sha256 must be 64 hexadecimal digits, got '{sha256}'")
+    return sha256.lower()
+
+
+def _hub_failure(entry: ZooEntry, hub: Hub, cause: BaseException) -> ZooError:
+    """The one line for a download that failed, from huggingface_hub's root cause."""
     from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     where = f"{hub.repo_id}/{hub.filename}@{hub.revision}"
+    if isinstance(cause, (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError)) and \
+            not isinstance(cause, LocalEntryNotFoundError):
+        return ZooError(f"{entry.name}: {where} does not exist on the hub ({type(cause).__name__}); set the right "
+                        f"file with --repo-id/--filename/--revision or in a local manifest ($LRBENCH_ZOO)")
+    if isinstance(cause, HfHubHTTPError) and getattr(cause, "response", None) is not None:
+        return ZooError(f"{entry.name}: the hub at {os.environ.get('HF_ENDPOINT') or 'huggingface.co'} answered "
+                        f"HTTP {cause.response.status_code} for {where}; try again later, or check HF_ENDPOINT "
+                        f"and your token")
+    if isinstance(cause, LocalEntryNotFoundError) or _offline():
+        why = "HF_HUB_OFFLINE is set" if _offline() else "the hub cannot be reached"
+        return ZooError(f"{entry.name}: {where} is not in the cache and {why}; connect and run "
+                        f"`lrbench zoo pull {entry.name}`, or pass a local file with --checkpoint")
+    text = str(cause).strip().splitlines()
+    return ZooError(f"{entry.name}: cannot download {where} ({type(cause).__name__}: {text[0] if text else ''}); "
+                    f"check the network or HF_ENDPOINT and pull again, or pass a local file with --checkpoint")
+
+
+def _probe(entry: ZooEntry, hub: Hub) -> None:
+    """One metadata request, short timeout, no retries: fail in seconds when the hub is unreachable or failing and
+    the cache cannot stand in."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    try:
+        get_hf_file_metadata(hf_hub_url(hub.repo_id, hub.filename, revision=hub.revision, endpoint=endpoint),
+                             timeout=PROBE_TIMEOUT_S, endpoint=endpoint)
+    except Exception as e:  # noqa: BLE001 - any failure: the cache may still serve it, else one clear line
+        cached = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=_hf_cache_dir(), revision=hub.revision)
+        if not isinstance(cached, str):
+            raise _hub_failure(entry, hub, e) from None
+
+
+def _download(entry: ZooEntry, hub: Hub, force: bool) -> str:
+    from huggingface_hub import hf_hub_download
+
+    if not _offline():
+        _probe(entry, hub)
     try:
         return hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, cache_dir=_hf_cache_dir(),
-                               force_download=force, local_files_only=_offline(),
+                               force_download=force, local_files_only=_offline(), etag_timeout=PROBE_TIMEOUT_S,
                                endpoint=os.environ.get("HF_ENDPOINT") or None)
-    except (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError,
-            ValueError) as e:
-        # huggingface_hub wraps the failed HEAD call (an HTTP status, a refused connection) as the cause of a
-        # "not in the cache" error: report the root cause, it is what the user can act on.
+    except Exception as e:  # noqa: BLE001 - huggingface_hub wraps the failed call as the cause of its own error
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
         cause = e.__cause__ if isinstance(e, (LocalEntryNotFoundError, ValueError)) and e.__cause__ else e
-        if isinstance(cause, (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError)) and \
-                not isinstance(cause, LocalEntryNotFoundError):
-            raise ZooError(f"{entry.name}: {where} does not exist on the hub ({type(cause).__name__}); set the right "
-                           f"file with --repo-id/--filename/--revision or in a local manifest ($LRBENCH_ZOO)") from None
-        if isinstance(cause, HfHubHTTPError) and getattr(cause, "response", None) is not None:
-            raise ZooError(f"{entry.name}: the hub at {os.environ.get('HF_ENDPOINT') or 'huggingface.co'} answered "
-                           f"HTTP {cause.response.status_code} for {where}; try again later, or check HF_ENDPOINT "
-                           f"and your token") from None
-        if isinstance(cause, LocalEntryNotFoundError) or _offline():
-            why = "HF_HUB_OFFLINE is set" if _offline() else "the hub cannot be reached"
-            raise ZooError(f"{entry.name}: {where} is not in the cache and {why}; connect and run "
-                           f"`lrbench zoo pull {entry.name}`, or pass a local file with --checkpoint") from None
-        raise ZooError(f"{entry.name}: cannot download {where} and it is not in the cache ({type(cause).__name__}: "
-                       f"{cause}); check the network or HF_ENDPOINT, or pass a local file with --checkpoint") from None
+        raise _hub_failure(entry, hub, cause) from None
 
 
 def weights_dir(name: str) -> Path:
@@ -227,15 +296,28 @@ def converted_path(entry: ZooEntry, source: str) -> Path:
     return weights_dir(entry.name) / f"{Path(source).resolve().name[:16]}.safetensors"
 
 
-def pull(name: str, revision: str | None = None, force: bool = False, repo_id: str | None = None,
-         filename: str | None = None, sha256: str | None = None) -> dict:
-    """Download, verify and convert one zoo entry; returns ``{name, source, path, sha256, notes, cached}``.
+def write_converted(model: nn.Module, path: str | os.PathLike, source: str, source_sha256: str,
+                    entry: str | None = None) -> None:
+    """Save a loaded model's weights as lrbench safetensors with the one metadata schema every converted file has."""
+    meta = {"format": "lrbench", "lrbench": __version__, "arch": model.name,
+            "num_classes": str(getattr(model, "num_classes", "")), "source": source, "source_sha256": source_sha256,
+            "zoo_entry": entry or ""}
+    save_safetensors(model.state_dict(), path, metadata=meta)
 
-    ``path`` is the lrbench safetensors file that ``create_model(name, pretrained=True)`` loads.
-    """
-    from .checkpoint import CheckpointError, convert_state_dict, match_state_dict, read_state_dict, save_safetensors
-    from .models import create_model
 
+def convert(arch: str, checkpoint: str, out: str, num_classes: int) -> tuple[nn.Module, list[str]]:
+    """``lrbench convert``: load ``checkpoint`` strictly into ``arch`` and write it as lrbench safetensors."""
+    state, notes = convert_weights(read_state_dict(checkpoint), model_family(arch))
+    model = create_model(arch, num_classes=num_classes)
+    match_state_dict(model, state, source=checkpoint, guess=guess_architecture(state))
+    write_converted(model, out, source=Path(checkpoint).name, source_sha256=sha256_file(checkpoint))
+    return model, notes
+
+
+def fetch(name: str, revision: str | None = None, force: bool = False, repo_id: str | None = None,
+           filename: str | None = None, sha256: str | None = None) -> tuple[dict, nn.Module | None]:
+    """Download, verify and (once) convert; returns the pull record and the loaded model when it was just built."""
+    sha256 = _check_sha256(sha256)
     entry = get_entry(name)
     hub = entry.hub
     if hub is None and not (repo_id and filename):
@@ -250,36 +332,44 @@ def pull(name: str, revision: str | None = None, force: bool = False, repo_id: s
         raise ZooError(f"{name}: checksum mismatch for {hub.repo_id}/{hub.filename}: expected {hub.sha256}, got "
                        f"{digest}; the file was removed from the cache. Pull again, or fix sha256 in the manifest")
     out = converted_path(entry, source)
+    record = {"name": name, "source": source, "path": str(out), "sha256": digest, "notes": [], "cached": True,
+              "verified": bool(hub.sha256)}
     if out.is_file() and not force:
-        return {"name": name, "source": source, "path": str(out), "sha256": digest, "notes": [], "cached": True}
-    model = create_model(entry.arch, num_classes=entry.num_classes)
+        return record, None
     try:
         raw = read_state_dict(source)
     except CheckpointError as e:
         _remove_cached(source)  # an error page or a truncated file: do not keep serving it from the cache
         raise ZooError(f"{name}: {e}; the file was removed from the cache") from None
+    model = create_model(entry.arch, num_classes=entry.num_classes)
     try:
-        state, notes = convert_state_dict(raw, model)
-        match_state_dict(model, state, source=f"{hub.repo_id}/{hub.filename}")
+        state, notes = convert_weights(raw, entry.family)
+        match_state_dict(model, state, source=f"{hub.repo_id}/{hub.filename}", guess=guess_architecture(state))
     except CheckpointError as e:
         raise ZooError(f"{name}: {e}") from None
-    meta = {"lrbench_entry": name, "repo_id": hub.repo_id, "filename": hub.filename, "revision": hub.revision,
-            "source_sha256": digest, "arch": entry.arch, "num_classes": str(entry.num_classes)}
-    save_safetensors(model.state_dict(), out, metadata=meta)
-    return {"name": name, "source": source, "path": str(out), "sha256": digest, "notes": notes, "cached": False}
+    write_converted(model, out, source=f"{hub.repo_id}/{hub.filename}@{hub.revision}", source_sha256=digest,
+                    entry=name)
+    return record | {"notes": notes, "cached": False}, model
 
 
-def resolve_pretrained(name: str, num_classes: int, checkpoint: str | None) -> tuple[str, int, str]:
-    """For ``create_model(name, pretrained=True)``: a zoo entry name, or an architecture with exactly one ADE20K /
-    single zoo entry, becomes (architecture, classes, converted weights path)."""
-    zoo = load_zoo()
-    if name not in zoo:
-        cands = [e for e in zoo.values() if e.arch == name and e.hub is not None]
-        if not cands:
-            get_entry(name)  # raises with close matches
-            raise ZooError(f"no zoo weights for architecture '{name}'")
-        ade = [e for e in cands if e.dataset == "ade20k"]
-        name = (ade or cands)[0].name
-    entry = zoo[name]
-    path = checkpoint or pull(name)["path"]
-    return entry.arch, entry.num_classes, path
+def pull(name: str, revision: str | None = None, force: bool = False, repo_id: str | None = None,
+         filename: str | None = None, sha256: str | None = None) -> dict:
+    """Download, verify and convert one zoo entry; returns ``{name, source, path, sha256, notes, cached, verified}``.
+
+    ``path`` is the lrbench safetensors file that ``create_model(name, pretrained=True)`` loads; ``sha256`` is the
+    downloaded (original) file's.
+    """
+    return fetch(name, revision, force, repo_id, filename, sha256)[0]
+
+
+def load_pretrained(name: str, dataset: str | None = None) -> tuple[nn.Module, Resolved, dict]:
+    """The model of a zoo entry (or an architecture's entry on ``dataset``) with its weights, pulled if needed."""
+    r = resolve(name, dataset)
+    if r.entry is None or r.entry.hub is None:
+        what = r.entry.name if r.entry else f"{r.arch} on {r.dataset}"
+        raise ZooError(f"no released weights for {what}: pass --checkpoint FILE (an official .pth, transformers or "
+                       f"lrbench .safetensors)")
+    record, model = fetch(r.entry.name)
+    if model is None:
+        model = create_model(r.arch, num_classes=r.num_classes, checkpoint=record["path"])
+    return model.eval(), r, record

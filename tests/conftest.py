@@ -1,17 +1,22 @@
+"""Shared fixtures: random weights, synthetic datasets in the real layouts, a local hub, official-format saving."""
+import io
 import os
 
 import pytest
 import torch
 
+from hubserver import LocalHub
+from synth import write_dataset
+
 # Never let a test reach the real hub, and keep caches inside the test's tmp dirs.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # Any hub request a test did not plan goes to a closed local port, never to the internet; tests that need a hub
-# start one on 127.0.0.1 and point HF_ENDPOINT at it.
+# use the `hub` fixture, which starts one on 127.0.0.1 and points HF_ENDPOINT at it.
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Fill every parameter and buffer with random values of a sensible scale (layer scales included, so that the
     attention and FFN branches matter; BN variances positive)."""
     g = torch.Generator().manual_seed(seed)
@@ -29,8 +34,58 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def _mmengine_bytes(model_or_state, extra: dict | None = None) -> bytes:
+    """A checkpoint in the layout mmseg releases: {'meta': ..., 'state_dict': ...} (+ extra top-level keys)."""
+    sd = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
+    ckpt = {"meta": {"mmengine_version": "0.10.6", "dataset_meta": {"classes": ("wall", "building")},
+                     "iter": 160000, "seed": 0}, "state_dict": sd}
+    ckpt.update(extra or {})
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def randomize():
+    return _randomize
+
+
+@pytest.fixture
+def mmengine_bytes():
+    return _mmengine_bytes
+
+
+@pytest.fixture
+def save_mmengine():
+    """save(model_or_state, path, extra=None): write an official-layout .pth file."""
+    def save(model_or_state, path, extra=None):
+        with open(path, "wb") as f:
+            f.write(_mmengine_bytes(model_or_state, extra))
+        return path
+    return save
+
+
+@pytest.fixture
+def synth():
+    """write(root, dataset, n=4, sizes=..., seed=0, lossless=True): a synthetic set in the real folder layout."""
+    return write_dataset
+
+
 @pytest.fixture
 def rand_images():
     def make(h, w, b=1, seed=0):
         return torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
     return make
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A local stand-in for the Hugging Face hub on 127.0.0.1, with HF and lrbench caches inside tmp_path."""
+    h = LocalHub()
+    monkeypatch.setenv("HF_ENDPOINT", h.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("LRBENCH_HOME", str(tmp_path / "lrbench"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("LRBENCH_ZOO", raising=False)
+    yield h
+    h.close()

@@ -75,7 +75,7 @@ def test_flops_cli_json_and_default_shape():
     assert res["shape"] == [512, 512] and res["num_classes"] == 150
     assert abs(res["params"] / 1e6 - 13.26) / 13.26 < 0.001
     r = CliRunner().invoke(app, ["flops", "lrformer-q"])
-    assert r.exit_code == 2 and "unknown model 'lrformer-q'; did you mean" in r.stderr
+    assert r.exit_code == 2 and "unknown model or zoo entry 'lrformer-q'; did you mean" in r.stderr
 
 
 def test_speed_reports_sane_fields():
@@ -93,7 +93,7 @@ def test_speed_cli_and_bad_settings():
     res = json.loads(r.stdout)
     assert res["dtype"] == "bf16" and res["channels_last"] and res["iters"] == 2
     r = CliRunner().invoke(app, ["speed", "lrformer-t", "--dtype", "fp8"])
-    assert r.exit_code == 2 and "--dtype must be one of fp32, fp16, bf16, got 'fp8'" in r.stderr
+    assert r.exit_code == 2 and "Invalid value for '--dtype': 'fp8' is not one of 'fp32', 'bf16', 'fp16'" in r.stderr
     if not torch.cuda.is_available():
         r = CliRunner().invoke(app, ["speed", "lrformer-t", "--device", "cuda"])
         assert r.exit_code == 2 and "no CUDA device is available" in r.stderr

@@ -11,13 +11,12 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import randomize_
 from lrbench.cli import app
 from lrbench.data import DatasetError, SegDataset
 from lrbench.evaluate import MS_RATIOS, evaluate, input_size, predict_logits
 from lrbench.metrics import IoUAccumulator
 from lrbench.models import create_model
-from synth import NUM_CLASSES, write_dataset
+from synth import NUM_CLASSES
 
 IDENTITY = {"name": "identity", "test": {"resize": None, "size_divisor": 1, "mode": "whole"}}
 
@@ -83,20 +82,25 @@ class Oracle(nn.Module):
 
 
 @pytest.mark.parametrize("dataset", ["ade20k", "coco-stuff", "cityscapes"])
-def test_oracle_scores_100_in_each_layout(dataset, tmp_path):
-    write_dataset(tmp_path, dataset, n=3)
+def test_oracle_scores_100_in_each_layout(dataset, tmp_path, synth):
+    synth(tmp_path, dataset, n=3)
     res = evaluate(Oracle(dataset), dataset, tmp_path, recipe=IDENTITY, workers=0)
     assert res["mIoU"] == 100.0 and res["aAcc"] == 100.0 and res["num_images"] == 3
     assert len(res["per_class"]) == NUM_CLASSES[dataset]
 
 
-def test_label_conventions(tmp_path):
-    root = write_dataset(tmp_path, "ade20k", n=1)
+def test_label_conventions(tmp_path, synth):
+    root = synth(tmp_path, "ade20k", n=1)
     raw = np.asarray(Image.open(next((root / "annotations/validation").glob("*.png")))).astype(np.int64)
     item = SegDataset("ade20k", tmp_path)[0]
     expect = np.where(raw == 0, 255, raw - 1)
-    assert np.array_equal(item["label"].numpy(), expect) and (raw == 0).any() and (raw == 150).any() is not None
-    write_dataset(tmp_path, "cityscapes", n=3)
+    assert np.array_equal(item["label"].numpy(), expect) and (raw == 0).any()
+    # the edge ids by hand: 0 ("other") -> ignore, 1 -> 0, 150 -> 149, 255 stays ignore
+    edges = np.array([[0, 1, 150, 255]], np.uint8).repeat(64, 0).repeat(24, 1)  # 64 x 96, the image's size
+    Image.fromarray(edges).save(next((root / "annotations/validation").glob("*.png")))
+    got = SegDataset("ade20k", tmp_path)[0]["label"].numpy()
+    assert got[0, ::24].tolist() == [255, 0, 149, 255]
+    synth(tmp_path, "cityscapes", n=3)
     ds = SegDataset("cityscapes", tmp_path / "cityscapes")
     assert len(ds) == 3 and {p.parent.name for p, _ in ds.items} == {"frankfurt", "lindau", "munster"}
     raw = np.asarray(Image.open(ds.items[0][1])).astype(np.int64)
@@ -108,14 +112,18 @@ class PixelLinear(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv = randomize_(nn.Conv2d(3, 19, 1), seed=4)
+        self.conv = nn.Conv2d(3, 19, 1)
+        g = torch.Generator().manual_seed(4)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(19, 3, 1, 1, generator=g))
+            self.conv.bias.copy_(torch.randn(19, generator=g) * 0.5)
 
     def forward(self, x):
         return self.conv(x)
 
 
-def test_whole_equals_slide_for_context_free_model(tmp_path):
-    write_dataset(tmp_path, "cityscapes", n=3, sizes=((64, 96),))
+def test_whole_equals_slide_for_context_free_model(tmp_path, synth):
+    synth(tmp_path, "cityscapes", n=3, sizes=((64, 96),))
     slide = {"name": "s", "test": {"resize": None, "size_divisor": 1, "mode": "slide", "crop": [40, 40],
                                    "stride": [24, 24]}}
     a = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
@@ -123,8 +131,8 @@ def test_whole_equals_slide_for_context_free_model(tmp_path):
     assert b["mode"] == "slide" and a["areas"] == b["areas"] and a["mIoU"] < 100
 
 
-def test_ms_flip_matches_hand_written_reference(rand_images):
-    model = randomize_(nn.Conv2d(3, 5, 3, stride=2, padding=1), seed=2).eval()  # position dependent, stride 2
+def test_ms_flip_matches_hand_written_reference(randomize):
+    model = randomize(nn.Conv2d(3, 5, 3, stride=2, padding=1), seed=2).eval()  # position dependent, stride 2
     image = torch.randint(0, 256, (50, 70, 3), dtype=torch.uint8)
     test = {"resize": [140, 100], "size_divisor": 8}
     views = []
@@ -152,8 +160,8 @@ def test_ms_flip_matches_hand_written_reference(rand_images):
         torch.testing.assert_close(soft, sum(v.softmax(1) for v in views) / 12, rtol=1e-5, atol=1e-6)
 
 
-def test_resume_after_interruption_is_bit_identical(tmp_path):
-    write_dataset(tmp_path, "cityscapes", n=6)
+def test_resume_after_interruption_is_bit_identical(tmp_path, synth):
+    synth(tmp_path, "cityscapes", n=6)
     ref = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
     out = tmp_path / "res.json"
 
@@ -189,8 +197,8 @@ def _dist_worker(rank, world, port, root, out):
     torch.distributed.destroy_process_group()
 
 
-def test_two_process_gloo_equals_one_process(tmp_path):
-    write_dataset(tmp_path, "cityscapes", n=5)
+def test_two_process_gloo_equals_one_process(tmp_path, synth):
+    synth(tmp_path, "cityscapes", n=5)
     bad = sorted((tmp_path / "cityscapes" / "leftImg8bit").rglob("*.png"))[3]  # index 3: rank 1's shard
     bad.write_bytes(b"broken")
     ref = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, skip_bad=True)
@@ -204,14 +212,14 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     assert res["skipped"] == ref["skipped"] and len(ref["skipped"]) == 1 and bad.name in ref["skipped"][0]
 
 
-def test_bad_inputs_name_the_file(tmp_path):
+def test_bad_inputs_name_the_file(tmp_path, synth):
     with pytest.raises(DatasetError, match=r"--data-root .*nowhere: folder not found"):
         SegDataset("ade20k", tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"images/validation: folder not found; --data-root must hold the standard "
                                            r"ade20k layout"):
         SegDataset("ade20k", tmp_path / "empty")
-    root = write_dataset(tmp_path, "ade20k", n=4)
+    root = synth(tmp_path, "ade20k", n=4)
     ann = sorted((root / "annotations/validation").glob("*.png"))
     ann[0].unlink()
     with pytest.raises(DatasetError, match=r"ADE_val_00000000.jpg: no annotation \(expected .*ADE_val_00000000.png\)"):
@@ -229,12 +237,12 @@ def test_bad_inputs_name_the_file(tmp_path):
     assert res["mIoU"] == 100.0
 
 
-def test_cli_end_to_end_with_local_checkpoint(tmp_path, monkeypatch):
+def test_cli_end_to_end_with_local_checkpoint(tmp_path, monkeypatch, synth, randomize):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("LRBENCH_HOME", str(tmp_path / "lrbench"))
-    write_dataset(tmp_path / "data", "ade20k", n=2, sizes=((64, 80),))
-    model = randomize_(create_model("lrformer-t"), seed=1)
+    synth(tmp_path / "data", "ade20k", n=2, sizes=((64, 80),))
+    model = randomize(create_model("lrformer-t"), seed=1)
     torch.save({"meta": {}, "state_dict": model.state_dict()}, tmp_path / "lrformer-t.pth")
     out = tmp_path / "results" / "t.json"
     args = ["eval", "lrformer-t", "--dataset", "ade20k", "--data-root", str(tmp_path / "data"), "--checkpoint",
@@ -250,13 +258,13 @@ def test_cli_end_to_end_with_local_checkpoint(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["eval", "lrformer-t", "--dataset", "ade20k", "--data-root", str(tmp_path / "data")])
     assert r.exit_code == 2 and "lrformer-t_ade20k: yuhuan-wu/LRFormer-Models/" in r.stderr  # zoo weights, offline
     assert "is not in the cache and HF_HUB_OFFLINE is set" in r.stderr
-    write_dataset(tmp_path / "data", "coco-stuff", n=1)
+    synth(tmp_path / "data", "coco-stuff", n=1)
     r = CliRunner().invoke(app, ["eval", "lrformer-s", "--dataset", "coco-stuff", "--data-root", str(tmp_path / "data")])
-    assert r.exit_code == 2 and "no weights for lrformer-s on coco-stuff: pass --checkpoint FILE" in r.stderr
+    assert r.exit_code == 2 and "no released weights for lrformer-s on coco-stuff: pass --checkpoint FILE" in r.stderr
 
 
-def test_cli_error_text_is_not_read_as_markup(tmp_path):
-    root = write_dataset(tmp_path, "ade20k", n=1)
+def test_cli_error_text_is_not_read_as_markup(tmp_path, synth):
+    root = synth(tmp_path, "ade20k", n=1)
     ann = next((root / "annotations/validation").glob("*.png"))
     Image.fromarray(np.full((64, 96), 151, np.uint8)).save(ann)
     model = create_model("lrformer-t")

@@ -1,13 +1,15 @@
 """LRFormer: official parameter/key counts, shapes, LRSA invariants, an independent LRSA reference, checkpoints."""
 import math
 import pickle
+import sys
+import types
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import randomize_
-from lrbench.checkpoint import CheckpointError, load_checkpoint, read_state_dict
+from lrbench.checkpoint import CheckpointError, read_state_dict
+from lrbench.models import load_checkpoint
 from lrbench.models import create_model, list_models
 from lrbench.models.lrformer import PoolingAttention, pooled_size, pyramid_sizes
 
@@ -148,12 +150,12 @@ def _ref_bilinear(x, H, W):
     return torch.einsum("Hh,bchw,Ww->bcHW", weights(H, h), x, weights(W, w))
 
 
-def test_lrsa_matches_independent_reference():
+def test_lrsa_matches_independent_reference(randomize):
     """PoolingAttention against a from-the-definition reference (loops, explicit softmax), non-square map."""
     torch.manual_seed(0)
     C, heads, H, W = 32, 4, 20, 28
-    attn = randomize_(PoolingAttention(C, heads, q_pooled_size=16)).double()
-    d_convs = randomize_(torch.nn.ModuleList(torch.nn.Conv2d(C, C, 3, 1, 1, groups=C) for _ in range(4))).double()
+    attn = randomize(PoolingAttention(C, heads, q_pooled_size=16)).double()
+    d_convs = randomize(torch.nn.ModuleList(torch.nn.Conv2d(C, C, 3, 1, 1, groups=C) for _ in range(4))).double()
     x = torch.randn(2, H * W, C, dtype=torch.double)
     with torch.no_grad():
         got = attn(x, H, W, d_convs)
@@ -188,19 +190,11 @@ class FakeHistoryBuffer:
         self.values = values
 
 
-def _save_mmengine(model, path, extra=None):
-    ckpt = {"meta": {"mmengine_version": "0.10.6", "dataset_meta": {"classes": ("wall", "building")},
-                     "iter": 160000, "seed": 0},
-            "state_dict": model.state_dict()}
-    ckpt.update(extra or {})
-    torch.save(ckpt, path)
-
-
 @pytest.mark.parametrize("name", list(ANALYTIC_PARAMS_M))
-def test_official_checkpoint_roundtrip(name, tmp_path, rand_images):
-    src = randomize_(create_model(name), seed=1).eval()
+def test_official_checkpoint_roundtrip(name, tmp_path, rand_images, randomize, save_mmengine):
+    src = randomize(create_model(name), seed=1).eval()
     path = tmp_path / f"{name}.pth"
-    _save_mmengine(src, path)
+    save_mmengine(src, path)
     dst = create_model(name, checkpoint=str(path))
     x = rand_images(256, 320)
     with torch.inference_mode():
@@ -212,8 +206,13 @@ def test_official_checkpoint_roundtrip(name, tmp_path, rand_images):
         assert not torch.allclose(fresh(x), got)
 
 
-def test_checkpoint_formats(tmp_path, rand_images):
-    src = randomize_(create_model("lrformer-t"), seed=2).eval()
+def test_checkpoint_formats(tmp_path, rand_images, randomize, monkeypatch):
+    # mmengine's HistoryBuffer lives in mmengine.logging.history_buffer: pickle records it by that name
+    for name in ("mmengine", "mmengine.logging", "mmengine.logging.history_buffer"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    FakeHistoryBuffer.__module__, FakeHistoryBuffer.__qualname__ = "mmengine.logging.history_buffer", "HistoryBuffer"
+    sys.modules["mmengine.logging.history_buffer"].HistoryBuffer = FakeHistoryBuffer
+    src = randomize(create_model("lrformer-t"), seed=2).eval()
     sd = src.state_dict()
     x = rand_images(128, 128)
     with torch.inference_mode():
@@ -238,7 +237,7 @@ def test_checkpoint_formats(tmp_path, rand_images):
 
 
 def test_checkpoint_never_executes_pickled_code(tmp_path, monkeypatch):
-    """A pickle that would run code in 'meta' is read with inert stubs: weights come back, nothing runs."""
+    """A pickle that would run code in 'meta' is refused with one line saying so; nothing runs."""
     class Evil:
         def __reduce__(self):
             return (eval, ("open('PWNED', 'w').close()",))
@@ -246,14 +245,19 @@ def test_checkpoint_never_executes_pickled_code(tmp_path, monkeypatch):
     torch.save({"state_dict": {"a": torch.ones(2)}, "meta": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(pickle.UnpicklingError):  # plain weights_only refuses it ...
         torch.load(tmp_path / "evil.pth", weights_only=True)
-    sd = read_state_dict(tmp_path / "evil.pth")  # ... lrbench reads the tensors without executing anything
-    assert list(sd) == ["a"] and torch.equal(sd["a"], torch.ones(2))
+    with pytest.raises(CheckpointError) as e:  # ... and lrbench says why, without executing anything
+        read_state_dict(tmp_path / "evil.pth")
+    assert str(e.value) == (f"{tmp_path / 'evil.pth'}: refused: the file asks to run code while loading "
+                            f"(builtins.eval); lrbench never executes code from a checkpoint. Use the official "
+                            f"file, or re-save only its tensors (torch.save(model.state_dict(), ...)) where you "
+                            f"trust it")
+    assert "weights_only=False" not in str(e.value)
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_wrong_variant_and_class_count_errors(tmp_path):
+def test_wrong_variant_and_class_count_errors(tmp_path, save_mmengine):
     s = create_model("lrformer-s")
-    _save_mmengine(s, tmp_path / "s.pth")
+    save_mmengine(s, tmp_path / "s.pth")
     with pytest.raises(CheckpointError) as e:
         create_model("lrformer-t", checkpoint=str(tmp_path / "s.pth"))
     msg = str(e.value)
@@ -263,14 +267,15 @@ def test_wrong_variant_and_class_count_errors(tmp_path):
                         "wrong variant")
     assert "\n" not in msg
 
-    _save_mmengine(create_model("lrformer-t", num_classes=19), tmp_path / "t19.pth")
+    save_mmengine(create_model("lrformer-t", num_classes=19), tmp_path / "t19.pth")
     with pytest.raises(CheckpointError) as e:
         create_model("lrformer-t", checkpoint=str(tmp_path / "t19.pth"))
     assert str(e.value) == (
         f"{tmp_path / 't19.pth'} does not fit lrformer-t (150 classes): 2 shape mismatches "
         "(decode_head.conv_seg.weight: checkpoint [19, 256, 1, 1] vs model [150, 256, 1, 1], "
         "decode_head.conv_seg.bias: checkpoint [19] vs model [150]). "
-        "Likely cause: the checkpoint has 19 classes: pass num_classes=19")
+        "Likely cause: the checkpoint's head has 19 classes, the model 150: it was trained for another dataset "
+        "(that is cityscapes: --dataset cityscapes)")
 
 
 def test_not_a_checkpoint(tmp_path):
@@ -288,12 +293,12 @@ def test_not_a_checkpoint(tmp_path):
         read_state_dict(tmp_path / "meta_only.pth")
 
 
-def test_convert_cli_roundtrip(tmp_path, rand_images):
+def test_convert_cli_roundtrip(tmp_path, rand_images, randomize):
     from typer.testing import CliRunner
 
     from lrbench.cli import app
 
-    model = randomize_(create_model("lrformer-t", num_classes=19), seed=7)
+    model = randomize(create_model("lrformer-t", num_classes=19), seed=7)
     torch.save({"meta": {}, "state_dict": model.state_dict()}, tmp_path / "t.pth")
     args = ["convert", "lrformer-t", str(tmp_path / "t.pth"), str(tmp_path / "t.safetensors"), "--num-classes", "19"]
     r = CliRunner().invoke(app, args)

@@ -5,7 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lrbench.cli import app
-from lrbench.report import load_results, render, write_report
+from lrbench.report import render, write_report
+from lrbench.results import load_results
 from lrbench.zoo import load_zoo
 
 
@@ -26,16 +27,16 @@ def results(tmp_path):
     _write(r, "f3.json", {**flops, "model": "lrformer-t", "shape": [512, 512], "num_classes": 150,
                           "params": 13.26e6, "gflops": 20.0})  # a (pretend) 17.6% miss -> "differs"
     ev = dict(kind="eval", date="2026-11-25T09:00:00+00:00", dataset="ade20k", skipped=[], device_name="test CPU",
-              recipe="lrformer_ade20k", mode="whole")
-    _write(r / "eval", "s.json", {**ev, "zoo_entry": "lrformer-s_ade20k", "protocol": "ss", "num_images": 2000,
+              recipe="lrformer_ade20k", mode="whole", weights="zoo", complete=True, checkpoint_sha256="ab" * 32)
+    _write(r / "eval", "s.json", {**ev, "model": "lrformer-s_ade20k", "zoo_entry": "lrformer-s_ade20k", "protocol": "ss", "num_images": 2000,
                                   "mIoU": 50.21})
-    _write(r / "eval", "b.json", {**ev, "zoo_entry": "lrformer-b_ade20k", "protocol": "ss", "num_images": 2000,
+    _write(r / "eval", "b.json", {**ev, "model": "lrformer-b_ade20k", "zoo_entry": "lrformer-b_ade20k", "protocol": "ss", "num_images": 2000,
                                   "mIoU": 49.0})
-    _write(r / "eval", "t.json", {**ev, "zoo_entry": "lrformer-t_ade20k", "protocol": "ss", "num_images": 10,
-                                  "mIoU": 60.0})
-    _write(r / "eval", "sb2.json", {**ev, "zoo_entry": "segformer-b2_ade20k", "protocol": "ss", "num_images": 2000,
+    _write(r / "eval", "t.json", {**ev, "model": "lrformer-t_ade20k", "zoo_entry": "lrformer-t_ade20k",
+                                  "protocol": "ss", "num_images": 10, "mIoU": 60.0, "complete": False})
+    _write(r / "eval", "sb2.json", {**ev, "model": "segformer-b2", "zoo_entry": "segformer-b2_ade20k", "protocol": "ss", "num_images": 2000,
                                     "mIoU": 51.5, "recipe": "segformer_ade20k"})  # higher: the claim must fail
-    _write(r / "eval", "l.json", {**ev, "zoo_entry": "lrformer-l_ade20k", "protocol": "ss", "num_images": 2000,
+    _write(r / "eval", "l.json", {**ev, "model": "lrformer-l", "zoo_entry": "lrformer-l_ade20k", "protocol": "ss", "num_images": 2000,
                                   "mIoU": 52.6, "recipe": "lrformer-l_ade20k", "mode": "slide"})  # not the protocol
     _write(r, "claims.json", {"kind": "claims", "date": "2026-11-25T08:30:00+00:00",
                               "meta": {"device_name": "test CPU", "torch": "x", "iters": 1, "max_gmacs": 1.0},
@@ -54,7 +55,10 @@ def test_tables_deltas_and_verdicts(results):
     assert ade.loc["lrformer-b_ade20k"].miou_ss_verdict == "not reproduced"
     assert ade.loc["lrformer-b_ade20k"].miou_ss_delta == pytest.approx(-2.0)
     assert ade.loc["lrformer-t_ade20k"].cost_verdict == "differs"
-    assert ade.loc["lrformer-t_ade20k"].miou_ss_verdict == "partial (10 of 2000 images)"
+    assert ade.loc["lrformer-t_ade20k"].miou_ss_verdict.startswith("pending")  # a partial run never counts ...
+    assert "| eval/t.json | lrformer-t_ade20k | ade20k | ss | 10 | 60.00 | partial: 10 of 2000 images |" in md  # listed
+    assert "| eval/l.json | lrformer-l | ade20k | ss | 2000 | 52.60 | not the published protocol (recipe " \
+           "lrformer-l_ade20k, mode slide) |" in md
     assert ade.loc["lrformer-l_ade20k"].miou_ss_verdict == (
         "pending: `lrbench eval lrformer-l_ade20k --dataset ade20k --data-root PATH`")
     assert ade.loc["lrformer-l_ade20k"].cost_verdict.startswith("pending: `lrbench flops lrformer-l --shape 640 640")
@@ -67,7 +71,9 @@ def test_tables_deltas_and_verdicts(results):
            "(measured) at 40.0 (measured) vs 62.7 (measured) GFLOPs |" in md
     assert "| LRSA attention FLOPs constant | **holds** | 0.12-0.12 |" in md
     assert "git abc1234" in md and "results dated 2026-11-25T08:00:00+00:00 to 2026-11-25T09:00:00+00:00" in md
-    assert "failing: lrformer-s beats segformer-b2 on ade20k at fewer FLOPs" in md
+    # T's partial run does not count: its claim is judged on the published 46.7 and fails too
+    assert "failing: lrformer-t beats segformer-b2 on ade20k at fewer FLOPs, lrformer-s beats segformer-b2 on " \
+           "ade20k at fewer FLOPs" in md
 
 
 def test_report_is_byte_identical_when_regenerated(results, tmp_path):
@@ -85,14 +91,14 @@ def test_report_cli_and_errors(results, tmp_path):
                                  str(tmp_path / "p")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "R.md").read_text().startswith("# LRFormer reproduction results")
-    r = CliRunner().invoke(app, ["report", "--results", str(tmp_path / "none")])
+    r = CliRunner().invoke(app, ["report", "--results", str(tmp_path / "none"), "--out", str(tmp_path / "N.md")])
     assert r.exit_code == 2 and "none: folder not found; run `lrbench reproduce` first" in r.stderr
     (results / "broken.json").write_text("{")
     r = CliRunner().invoke(app, ["report", "--results", str(results), "--out", str(tmp_path / "R2.md")])
     assert r.exit_code == 2 and "broken.json: not valid JSON" in r.stderr and not (tmp_path / "R2.md").exists()
 
 
-def test_reproduce_wiring_with_data_root(tmp_path, monkeypatch):
+def test_reproduce_wiring_with_data_root(tmp_path, monkeypatch, hub, randomize, synth):
     """reproduce: cost measurements (stubbed for speed), an eval pulled through the local hub, then the report."""
     import io
 
@@ -101,37 +107,30 @@ def test_reproduce_wiring_with_data_root(tmp_path, monkeypatch):
     import lrbench.claims
     import lrbench.complexity
     import lrbench.speed
-    from conftest import randomize_
-    from hubserver import LocalHub
     from lrbench.models import create_model
-    from lrbench.report import reproduce
-    from synth import write_dataset
+    from lrbench.reproduce import reproduce
 
-    hub = LocalHub()
-    try:
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-        monkeypatch.setenv("LRBENCH_HOME", str(tmp_path / "home"))
-        buf = io.BytesIO()
-        torch.save({"state_dict": randomize_(create_model("lrformer-t")).state_dict()}, buf)
-        hub.add("yuhuan-wu/LRFormer-Models", "lrformer-t-160k_ade20k_46.7.pth", buf.getvalue())
-        monkeypatch.setattr(lrbench.complexity, "count_flops", lambda arch, shape, k: {
-            "model": arch, "shape": list(shape), "num_classes": k, "params": 1e6, "gflops": 1.0})
-        monkeypatch.setattr(lrbench.claims, "run_claims", lambda sizes, device: {
-            "meta": {"device_name": "stub", "torch": "x", "iters": 1, "max_gmacs": 1}, "attention": [], "models": [],
-            "claims": [{"claim": "stub claim", "verdict": "holds", "evidence": "-"}]})
-        monkeypatch.setattr(lrbench.speed, "measure_speed", lambda name, shape, **kw: {
-            "model": name, "shape": list(shape), "batch_size": 1, "dtype": "fp32", "channels_last": False,
-            "compile": False, "device_name": "stub", "torch": "x", "median_ms": 1.0, "iqr_ms": 0.0,
-            "images_per_s": 1000.0})
-        write_dataset(tmp_path / "data", "ade20k", n=2, sizes=((64, 80),))
-        paths = reproduce(str(tmp_path / "data"), quick=True, results_dir=str(tmp_path / "res"),
-                          out=str(tmp_path / "R.md"), plots_dir=str(tmp_path / "plots"))
-    finally:
-        hub.close()
-    assert paths["evals"] == [str(tmp_path / "res" / "eval" / "lrformer-t_ade20k_ss.json")]
+    buf = io.BytesIO()
+    torch.save({"state_dict": randomize(create_model("lrformer-t")).state_dict()}, buf)
+    hub.add("yuhuan-wu/LRFormer-Models", "lrformer-t-160k_ade20k_46.7.pth", buf.getvalue())
+    monkeypatch.setattr(lrbench.complexity, "count_flops", lambda arch, shape, k: {
+        "model": arch, "shape": list(shape), "num_classes": k, "params": 1e6, "gflops": 1.0})
+    monkeypatch.setattr(lrbench.claims, "run_claims", lambda sizes, device: {
+        "meta": {"device_name": "stub", "torch": "x", "iters": 1, "max_gmacs": 1}, "attention": [], "models": [],
+        "claims": [{"claim": "stub claim", "verdict": "holds", "evidence": "-"}]})
+    monkeypatch.setattr(lrbench.speed, "measure_speed", lambda name, shape, **kw: {
+        "model": name, "shape": list(shape), "batch_size": 1, "dtype": "fp32", "channels_last": False,
+        "compile": False, "device_name": "stub", "torch": "x", "median_ms": 1.0, "iqr_ms": 0.0,
+        "images_per_s": 1000.0})
+    synth(tmp_path / "data", "ade20k", n=2, sizes=((64, 80),))
+    outcome = reproduce(str(tmp_path / "data"), quick=True, out=str(tmp_path / "R.md"))
+    assert outcome.evals == [str(tmp_path / "results" / "eval" / "lrformer-t_ade20k_ss.json")]
+    assert (tmp_path / "plots" / "miou_vs_gflops_ade20k.png").is_file()  # results/ and plots/ beside --out
+    skipped = dict(outcome.skipped)
+    assert "does not exist on the hub" in skipped["lrformer-s_ade20k"]
+    assert skipped["lrformer-t_cityscapes"] == "no cityscapes folder under --data-root"
     md = (tmp_path / "R.md").read_text()
     assert "| lrformer-t_ade20k | 512x512 | 13 / 1.00 | 17 / 1.0 (-94.1%) | differs | 46.7 / " in md
-    assert "partial (2 of 2000 images)" in md and "| stub claim | **holds** | - |" in md
+    assert "partial: 2 of 2000 images" in md and "| stub claim | **holds** | - |" in md
     # entries whose weights the hub does not have stay pending with their command
     assert "pending: `lrbench eval lrformer-s_ade20k --dataset ade20k --data-root PATH`" in md

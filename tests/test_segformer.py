@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import randomize_
-from lrbench.checkpoint import CheckpointError, load_checkpoint, save_safetensors
+from lrbench.checkpoint import CheckpointError, save_safetensors
+from lrbench.models import load_checkpoint
 from lrbench.models import create_model
 from lrbench.models.segformer import CONFIGS
 
@@ -23,16 +23,20 @@ def test_params_match_published(name):
     assert abs(n - PUBLISHED_PARAMS_M[name]) / PUBLISHED_PARAMS_M[name] < 0.02, n
 
 
-def hf_segformer(name: str, num_classes: int = 150, seed: int = 0):
-    cfg = CONFIGS[name]
-    hf_cfg = transformers.SegformerConfig(hidden_sizes=list(cfg.embed_dims), depths=list(cfg.depths),
-                                          decoder_hidden_size=cfg.decoder_dim, num_labels=num_classes)
-    torch.manual_seed(seed)
-    return randomize_(transformers.SegformerForSemanticSegmentation(hf_cfg), seed).eval()
+@pytest.fixture
+def hf_segformer(randomize):
+    """make(name, num_classes=150, seed=0): a randomly initialised transformers SegFormer of lrbench variant ``name``."""
+    def make(name: str, num_classes: int = 150, seed: int = 0):
+        cfg = CONFIGS[name]
+        hf_cfg = transformers.SegformerConfig(hidden_sizes=list(cfg.embed_dims), depths=list(cfg.depths),
+                                              decoder_hidden_size=cfg.decoder_dim, num_labels=num_classes)
+        torch.manual_seed(seed)
+        return randomize(transformers.SegformerForSemanticSegmentation(hf_cfg), seed).eval()
+    return make
 
 
 @pytest.mark.parametrize("name", ["segformer-b0", "segformer-b2"])
-def test_equal_to_transformers(name, tmp_path, rand_images):
+def test_equal_to_transformers(name, tmp_path, rand_images, hf_segformer):
     hf = hf_segformer(name)
     save_safetensors(hf.state_dict(), tmp_path / "model.safetensors")
     ours = create_model(name)
@@ -47,7 +51,7 @@ def test_equal_to_transformers(name, tmp_path, rand_images):
         assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
-def test_transformers_4x_hub_naming(tmp_path, rand_images):
+def test_transformers_4x_hub_naming(tmp_path, rand_images, hf_segformer):
     """Hub files (nvidia/segformer-*) were written by transformers 4.x, whose names differ from 5.x."""
     hf = hf_segformer("segformer-b0", num_classes=19, seed=3)
     renames = [("segformer.stages.", "segformer.encoder."), ("layernorm_before", "layer_norm_1"),
@@ -78,11 +82,12 @@ def test_transformers_4x_hub_naming(tmp_path, rand_images):
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
-def test_official_and_mmseg_checkpoints(tmp_path, rand_images):
+def test_official_and_mmseg_checkpoints(tmp_path, rand_images, hf_segformer):
     """The NVlabs release (fused kv, linear_c1..4) and an mmseg MiT backbone with the MLP head load identically."""
     hf = hf_segformer("segformer-b0", seed=5)
     ref_model = create_model("segformer-b0")
-    load_checkpoint(ref_model, _save(hf.state_dict(), tmp_path / "hf.safetensors"))
+    save_safetensors(hf.state_dict(), tmp_path / "hf.safetensors")
+    load_checkpoint(ref_model, tmp_path / "hf.safetensors")
     sd = ref_model.state_dict()
     x = rand_images(160, 224)
     with torch.inference_mode():
@@ -166,7 +171,3 @@ def test_official_and_mmseg_checkpoints(tmp_path, rand_images):
                        head["decode_head.conv_seg.bias"])
         assert (m(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
 
-
-def _save(sd, path):
-    save_safetensors(sd, path)
-    return path

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import randomize_
-from lrbench.checkpoint import load_checkpoint, save_safetensors
+from lrbench.checkpoint import save_safetensors
+from lrbench.models import load_checkpoint
 from lrbench.models import create_model
 from lrbench.models.upernet_swin import CONFIGS, PatchMerging, auxiliary_head_params
 
@@ -22,18 +22,18 @@ def test_params_match_published(name):
     assert abs(n - PUBLISHED_PARAMS_M[name]) / PUBLISHED_PARAMS_M[name] < 0.02, n
 
 
-def hf_upernet(name="upernet-swin-t", num_classes=150, seed=0):
+def hf_upernet(randomize, name="upernet-swin-t", num_classes=150, seed=0):
     cfg = CONFIGS[name]
     bc = transformers.SwinConfig(embed_dim=cfg.embed_dim, depths=list(cfg.depths), num_heads=list(cfg.num_heads),
                                  window_size=cfg.window_size, out_features=["stage1", "stage2", "stage3", "stage4"])
     c = transformers.UperNetConfig(backbone_config=bc, num_labels=num_classes)
     torch.manual_seed(seed)
-    return randomize_(transformers.UperNetForSemanticSegmentation(c), seed).eval()
+    return randomize(transformers.UperNetForSemanticSegmentation(c), seed).eval()
 
 
 @pytest.fixture(scope="module")
-def hf_t():
-    return hf_upernet()
+def hf_t(randomize):
+    return hf_upernet(randomize)
 
 
 def hf_logits(hf, x):
@@ -84,7 +84,8 @@ def _to_mmseg(sd: dict) -> dict:
 
 def test_mmseg_checkpoint(hf_t, tmp_path, rand_images):
     ref_model = create_model("upernet-swin-t")
-    load_checkpoint(ref_model, _save(hf_t.state_dict(), tmp_path / "hf.safetensors"))
+    save_safetensors(hf_t.state_dict(), tmp_path / "hf.safetensors")
+    load_checkpoint(ref_model, tmp_path / "hf.safetensors")
     torch.save({"meta": {}, "state_dict": _to_mmseg(ref_model.state_dict())}, tmp_path / "mmseg.pth")
     ours = create_model("upernet-swin-t")
     assert load_checkpoint(ours, tmp_path / "mmseg.pth") == ["dropped 1 auxiliary_head keys (training-only FCN head)"]
@@ -93,17 +94,13 @@ def test_mmseg_checkpoint(hf_t, tmp_path, rand_images):
         _close(ours(x), hf_logits(hf_t, x))
 
 
-def _save(sd, path):
-    save_safetensors(sd, path)
-    return path
 
-
-def test_patch_merging_matches_mmseg_unfold():
+def test_patch_merging_matches_mmseg_unfold(randomize):
     """mmseg merges 2x2 patches with nn.Unfold; converted weights must give the same output in Swin's order."""
     C, H, W = 8, 6, 10
     x = torch.randn(2, H * W, C)
     norm, red = nn.LayerNorm(4 * C), nn.Linear(4 * C, 2 * C, bias=False)
-    randomize_(norm), randomize_(red)
+    randomize(norm), randomize(red)
     with torch.no_grad():
         unf = nn.Unfold(2, stride=2)(x.transpose(1, 2).reshape(2, C, H, W)).transpose(1, 2)  # (B, L, 4C) in c*4+k
         ref = red(norm(unf))

@@ -8,39 +8,20 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from conftest import randomize_
-from hubserver import LocalHub
-from lrbench.checkpoint import load_checkpoint
 from lrbench.cli import app
-from lrbench.models import create_model, list_models
+from lrbench import create_model
+from lrbench.errors import UnknownNameError
+from lrbench.models import list_models
 from lrbench.zoo import ZOO_FILE, ZooError, get_entry, load_zoo, pull
 
 REPO, FILE = "yuhuan-wu/LRFormer-Models", "lrformer-t-160k_ade20k_46.7.pth"
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    h = LocalHub()
-    monkeypatch.setenv("HF_ENDPOINT", h.url)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("LRBENCH_HOME", str(tmp_path / "lrbench"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("LRBENCH_ZOO", raising=False)
-    yield h
-    h.close()
-
-
-def _mmseg_bytes(model) -> bytes:
-    buf = io.BytesIO()
-    torch.save({"meta": {"mmseg_version": "1.1.0"}, "state_dict": model.state_dict()}, buf)
-    return buf.getvalue()
-
-
-@pytest.fixture
-def official_t(hub, tmp_path):
+def official_t(hub, tmp_path, randomize, mmengine_bytes):
     """A random-weight LRFormer-T checkpoint in the official mmengine layout, served by the local hub."""
-    model = randomize_(create_model("lrformer-t"), seed=3).eval()
-    data = _mmseg_bytes(model)
+    model = randomize(create_model("lrformer-t"), seed=3).eval()
+    data = mmengine_bytes(model)
     (tmp_path / FILE).write_bytes(data)
     return hub.add(REPO, FILE, data), tmp_path / FILE
 
@@ -71,8 +52,8 @@ def test_manifest_schema_and_coverage():
 
 def test_manifest_errors_name_the_file(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"models": {"x": {"arch": "lrformer-q", "dataset": "ade20k", "num_classes": 150,
-                                                     "recipe": "lrformer_ade20k", "format": "mmseg", "hub": None,
+    bad.write_text(yaml.safe_dump({"models": {"x": {"arch": "lrformer-q", "dataset": "ade20k",
+                                                     "recipe": "lrformer_ade20k", "hub": None,
                                                      "published": {}}}}))
     monkeypatch.setenv("LRBENCH_ZOO", str(bad))
     with pytest.raises(ZooError, match=r"bad.yaml: entry 'x': arch 'lrformer-q' is not a registered model"):
@@ -80,7 +61,7 @@ def test_manifest_errors_name_the_file(tmp_path, monkeypatch):
 
 
 def test_unknown_name_suggests_close_matches():
-    with pytest.raises(ZooError, match=r"unknown zoo entry 'lrformer-s_ade'; did you mean lrformer-s_ade20k"):
+    with pytest.raises(UnknownNameError, match=r"unknown zoo entry 'lrformer-s_ade'; did you mean lrformer-s_ade20k"):
         get_entry("lrformer-s_ade")
 
 
@@ -141,12 +122,12 @@ def test_server_errors_and_missing_files(hub, official_t):
         pull("lrformer-t_cityscapes")
 
 
-def test_not_a_checkpoint_and_wrong_variant(hub, tmp_path, monkeypatch):
+def test_not_a_checkpoint_and_wrong_variant(hub, tmp_path, monkeypatch, mmengine_bytes):
     hub.add(REPO, FILE, b"<html>not a checkpoint</html>")
     with pytest.raises(ZooError, match=r"lrformer-t_ade20k: .*not a PyTorch checkpoint"):
         pull("lrformer-t_ade20k")
     assert not (tmp_path / "lrbench").exists()
-    hub.add(REPO, FILE, _mmseg_bytes(create_model("lrformer-s")))
+    hub.add(REPO, FILE, mmengine_bytes(create_model("lrformer-s")))
     with pytest.raises(ZooError, match=r"looks like lrformer-s with 150 classes, not lrformer-t: wrong variant"):
         pull("lrformer-t_ade20k", force=True)
 
@@ -158,10 +139,10 @@ def test_override_from_command_line(hub, official_t):
     assert res["sha256"] == digest and ("GET", "/me/mirror/resolve/main/t.pth") in hub.requests
 
 
-def test_transformers_segformer_from_hub(hub, tmp_path, rand_images):
+def test_transformers_segformer_from_hub(hub, tmp_path, rand_images, randomize):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.SegformerConfig(num_labels=150)  # B0
-    hf = randomize_(transformers.SegformerForSemanticSegmentation(cfg), seed=1).eval()
+    hf = randomize(transformers.SegformerForSemanticSegmentation(cfg), seed=1).eval()
     buf = io.BytesIO()
     torch.save(hf.state_dict(), buf)
     hub.add("nvidia/segformer-b0-finetuned-ade-512-512", "pytorch_model.bin", buf.getvalue())

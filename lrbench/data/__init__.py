@@ -8,55 +8,16 @@ a DataLoader worker, so the caller can stop with one clear line or skip it (``--
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .classes import ADE20K, CITYSCAPES, CITYSCAPES_PALETTE, COCO_STUFF, palette
+from ..datasets import IGNORE_INDEX, get_spec
+from ..errors import DatasetError
 
-IGNORE_INDEX = 255
-
-
-class DatasetError(ValueError):
-    """A dataset problem the user can fix; the message names the folder or file."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    folder: str  # the dataset's own top folder, accepted as --data-root or inside it
-    img_dir: str
-    ann_dir: str
-    img_suffix: str
-    ann_suffix: str
-    classes: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-    reduce_zero_label: bool
-    recursive: bool = False  # Cityscapes keeps one sub-folder per city
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "ade20k": DatasetSpec("ade20k", "ADEChallengeData2016", "images/validation", "annotations/validation", ".jpg",
-                          ".png", ADE20K, palette(150), reduce_zero_label=True),
-    "coco-stuff": DatasetSpec("coco-stuff", "coco_stuff164k", "images/val2017", "annotations/val2017", ".jpg",
-                              "_labelTrainIds.png", COCO_STUFF, palette(171), reduce_zero_label=False),
-    "cityscapes": DatasetSpec("cityscapes", "cityscapes", "leftImg8bit/val", "gtFine/val", "_leftImg8bit.png",
-                              "_gtFine_labelTrainIds.png", CITYSCAPES, CITYSCAPES_PALETTE, reduce_zero_label=False,
-                              recursive=True),
-}
-
-
-def get_spec(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise DatasetError(f"--dataset must be one of {', '.join(DATASETS)}, got '{name}'")
-    return DATASETS[name]
+__all__ = ["DatasetError", "SegDataset", "collate_list", "reduce_zero_label"]
 
 
 def reduce_zero_label(label: np.ndarray) -> np.ndarray:
@@ -131,5 +92,5 @@ class SegDataset(torch.utils.data.Dataset):
 
 
 def collate_list(batch: list[dict]) -> list[dict]:
-    """Images differ in size: keep the batch as a list; the evaluator groups equal shapes."""
+    """Images differ in size: keep the batch as a list; the evaluator runs equal shapes through the model together."""
     return batch

@@ -1,106 +1,115 @@
-"""Model registry: ``create_model(name, ...)`` and ``list_models()``, timm style."""
+"""The model families and ``create_model(name, ...)`` / ``list_models()``, timm style.
+
+Each family module (``lrformer``, ``segformer``, ``upernet_swin``) owns its variants (``CONFIGS``), its builder
+(``build(name, num_classes)``), the converters from foreign checkpoint naming (``CONVERTERS``: each maps a state dict
+onto lrbench's naming, or returns None when the keys are not its format) and ``guess_variant(state)`` for error
+messages. :data:`FAMILIES` below is the one explicit table of them. Pretrained weights by zoo name are one layer up
+(``lrbench.create_model(name, pretrained=True)``).
+"""
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from types import ModuleType
 
+import torch
 import torch.nn as nn
 
-from ..checkpoint import CONVERTERS
+from ..checkpoint import match_state_dict, read_state_dict
+from ..errors import UnknownNameError
+from ..names import FAMILIES as FAMILY_NAMES
 from . import lrformer, segformer, upernet_swin
 from .base import Segmentor
 
-# name -> builder(num_classes) ; every builder returns a module in train mode, create_model switches to eval.
-_REGISTRY: dict[str, Callable[[int], nn.Module]] = {}
-_FAMILY: dict[str, str] = {}
+FAMILIES: dict[str, ModuleType] = {"lrformer": lrformer, "segformer": segformer, "upernet-swin": upernet_swin}
+ARCH_FAMILY: dict[str, str] = {arch: fam for fam, module in FAMILIES.items() for arch in module.CONFIGS}
+assert tuple(FAMILIES) == FAMILY_NAMES, "lrbench.names.FAMILIES must list the families of this table"
 
 
-def register(name: str, family: str, builder: Callable[[int], nn.Module]) -> None:
-    _REGISTRY[name] = builder
-    _FAMILY[name] = family
-
-
-for _module, _family in ((lrformer, "lrformer"), (segformer, "segformer"), (upernet_swin, "upernet-swin")):
-    for _name in _module.CONFIGS:
-        register(_name, _family, lambda num_classes, _m=_module, _n=_name: _m.build(_n, num_classes))
-
-
-def _family_converter(family: str, convert):
-    """Apply a family's key converter (state -> (state, notes) or None) only to models of that family."""
-    def converter(state, model):
-        return convert(state) if _FAMILY.get(getattr(model, "name", "")) == family else None
-    return converter
-
-
-CONVERTERS.extend([
-    _family_converter("segformer", segformer.convert_from_transformers),
-    _family_converter("segformer", segformer.convert_from_official),
-    _family_converter("segformer", segformer.convert_from_mmseg),
-    _family_converter("upernet-swin", upernet_swin.convert_from_transformers),
-    _family_converter("upernet-swin", upernet_swin.convert_from_mmseg),
-])
+def check_family(family: str | None) -> str | None:
+    if family is not None and family not in FAMILIES:
+        close = difflib.get_close_matches(family, list(FAMILIES), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UnknownNameError(f"--family must be one of {', '.join(FAMILIES)}, got '{family}'{hint}")
+    return family
 
 
 def list_models(family: str | None = None) -> list[str]:
     """Registered architecture names, optionally for one family (``lrformer``, ``segformer``, ``upernet-swin``)."""
-    return [n for n in _REGISTRY if family is None or _FAMILY[n] == family]
-
-
-def model_family(name: str) -> str:
-    return _FAMILY[resolve_name(name)]
+    check_family(family)
+    return [n for n, f in ARCH_FAMILY.items() if family is None or f == family]
 
 
 def resolve_name(name: str) -> str:
-    """Return ``name`` if registered, else raise a KeyError with close matches."""
-    if name in _REGISTRY:
+    """Return ``name`` if it is a registered architecture, else raise with close matches."""
+    if name in ARCH_FAMILY:
         return name
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(_REGISTRY)}"
-    raise KeyError(f"unknown model '{name}'{hint}")
+    close = difflib.get_close_matches(name, list(ARCH_FAMILY), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `lrbench models`"
+    raise UnknownNameError(f"unknown model '{name}'{hint}")
 
 
-def create_model(name: str, num_classes: int = 150, pretrained: bool = False, checkpoint: str | None = None,
+def model_family(name: str) -> str:
+    return ARCH_FAMILY[resolve_name(name)]
+
+
+def guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
+    """Best guess of which architecture an lrbench-named state dict belongs to, for error messages."""
+    for module in FAMILIES.values():
+        guess = module.guess_variant(state)
+        if guess:
+            return guess
+    return None
+
+
+def convert_weights(state: dict[str, torch.Tensor], family: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A foreign state dict (transformers, mmseg, NVlabs naming) in the family's own naming, with notes."""
+    for convert in FAMILIES[family].CONVERTERS:
+        out = convert(state)
+        if out is not None:
+            return out
+    return state, []
+
+
+def load_weights(model: nn.Module, path) -> list[str]:
+    """Read a checkpoint safely, convert its naming for ``model``'s family and load it strictly; returns the
+    conversion notes. A mismatch raises one :class:`~lrbench.errors.CheckpointError` naming the keys and the likely
+    cause (wrong variant or class count)."""
+    state, notes = convert_weights(read_state_dict(path), model_family(model.name))
+    match_state_dict(model, state, source=str(path), guess=guess_architecture(state))
+    return notes
+
+
+load_checkpoint = load_weights  # the name earlier versions exported
+
+
+def create_model(name: str, num_classes: int = 150, checkpoint: str | None = None,
                  features_only: bool = False) -> nn.Module:
-    """Build a registered model in eval mode.
-
-    ``checkpoint`` loads a local file (official mmseg ``.pth``, transformers ``.bin``/``.safetensors``, or
-    lrbench ``.safetensors``) strictly. ``pretrained=True`` fetches the weights of a zoo entry (``name`` may then be
-    a zoo entry name such as ``lrformer-s_ade20k``). ``features_only=True`` returns the backbone alone, whose
-    forward gives the list of stage feature maps.
-    """
-    if pretrained:
-        from ..zoo import resolve_pretrained  # lazy: the zoo pulls in huggingface_hub
-
-        name, num_classes, checkpoint = resolve_pretrained(name, num_classes, checkpoint)
-    model = _REGISTRY[resolve_name(name)](num_classes)
+    """Build a registered architecture in eval mode, with a local ``checkpoint`` (official mmseg ``.pth``,
+    transformers ``.bin``/``.safetensors`` or lrbench ``.safetensors``) loaded strictly. ``features_only=True``
+    returns the backbone alone, whose forward gives the list of stage feature maps. Every model carries its
+    registered ``name``."""
+    model = FAMILIES[model_family(name)].build(name, num_classes)
+    model.name = name  # backbone-only variants (lrformer-xl) too: the family is read from it when loading weights
     if checkpoint is not None:
-        from ..checkpoint import load_checkpoint
-
-        load_checkpoint(model, checkpoint)
+        load_weights(model, checkpoint)
     if features_only and isinstance(model, Segmentor):
         model = model.backbone
     return model.eval()
 
 
-__all__ = ["create_model", "list_models", "model_family", "resolve_name", "register", "Segmentor"]
-
-
-def guess_architecture(state) -> str | None:
-    """Best guess of which registered architecture a (converted) state dict belongs to, for error messages."""
-    return lrformer.guess_variant(state) or segformer.guess_variant(state)
-
-
 def describe_models(family: str | None = None) -> list[dict]:
     """One row per architecture: name, family, parameter count (150 classes), stage dims/depths, output stride."""
-    import torch
-
     rows = []
     with torch.device("meta"):  # no memory or init cost: only shapes are needed
         for name in list_models(family):
-            m = _REGISTRY[name](150)
+            m = FAMILIES[ARCH_FAMILY[name]].build(name, 150)
             bb = m.backbone if isinstance(m, Segmentor) else m
-            rows.append({"name": name, "family": _FAMILY[name],
+            rows.append({"name": name, "family": ARCH_FAMILY[name],
                          "params": sum(p.numel() for p in m.parameters()),
                          "dims": list(getattr(bb, "embed_dims", [])), "depths": list(getattr(bb, "depths", [])),
                          "output_stride": getattr(m, "output_stride", None)})
     return rows
+
+
+__all__ = ["FAMILIES", "Segmentor", "create_model", "describe_models", "guess_architecture", "list_models",
+           "load_checkpoint", "load_weights", "model_family", "resolve_name"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-# ImageNet normalisation in RGB order (mmseg SegDataPreProcessor with bgr_to_rgb=True).
+# The normalisation every model here expects: ImageNet mean/std in RGB order (mmseg SegDataPreProcessor with
+# bgr_to_rgb=True). The eval pipeline applies it.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
@@ -17,16 +18,13 @@ class Segmentor(nn.Module):
     ``backbone.`` / ``decode_head.`` prefixes.
     """
 
-    def __init__(self, name: str, backbone: nn.Module, decode_head: nn.Module, num_classes: int,
-                 output_stride: int, size_divisor: int = 1):
+    def __init__(self, name: str, backbone: nn.Module, decode_head: nn.Module, num_classes: int, output_stride: int):
         super().__init__()
         self.name = name
         self.backbone = backbone
         self.decode_head = decode_head
         self.num_classes = num_classes
         self.output_stride = output_stride
-        self.size_divisor = size_divisor  # inputs are padded/resized to this by the eval pipeline when > 1
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)

@@ -313,6 +313,9 @@ def build(name: str, num_classes: int = 150) -> nn.Module:
     return Segmentor(name, backbone, head, num_classes=num_classes, output_stride=8)
 
 
+CONVERTERS = ()  # official mmseg checkpoints use lrbench's naming as they are
+
+
 def guess_variant(state: dict[str, torch.Tensor]) -> str | None:
     """Name the LRFormer variant (and class count) an official-format state dict belongs to, if any."""
     prefix = "backbone." if any(k.startswith("backbone.") for k in state) else ""

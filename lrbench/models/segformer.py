@@ -318,3 +318,6 @@ def guess_variant(state: dict[str, torch.Tensor]) -> str | None:
             head = " (mmseg's SegformerHead)" if mmseg else ""
             return f"{name}{head}"
     return None
+
+
+CONVERTERS = (convert_from_transformers, convert_from_official, convert_from_mmseg)

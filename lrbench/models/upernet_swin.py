@@ -321,3 +321,20 @@ def _unfold_to_swin_order(v: torch.Tensor) -> torch.Tensor:
         return v.reshape(-1, 4)[:, [0, 2, 1, 3]].transpose(0, 1).reshape(-1)
     out_ch, in_ch = v.shape  # reduction weight (2C, 4C)
     return v.reshape(out_ch, in_ch // 4, 4)[:, :, [0, 2, 1, 3]].transpose(1, 2).reshape(out_ch, in_ch)
+
+
+def guess_variant(state: dict[str, torch.Tensor]) -> str | None:
+    """Name the UperNet-Swin variant of an lrbench-named state dict (for the error when it does not fit)."""
+    w = state.get("backbone.patch_embed.proj.weight")
+    if w is None or "backbone.layers.0.blocks.0.attn.relative_position_bias_table" not in state:
+        return None
+    depths = tuple(len({k.split(".")[4] for k in state if k.startswith(f"backbone.layers.{i}.blocks.")})
+                   for i in range(4))
+    window = round((state["backbone.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0] ** 0.5 + 1) / 2)
+    for name, cfg in CONFIGS.items():
+        if (cfg.embed_dim, cfg.depths, cfg.window_size) == (w.shape[0], depths, window):
+            return name
+    return f"a Swin with embed_dim {w.shape[0]}, depths {list(depths)} and window {window}"
+
+
+CONVERTERS = (convert_from_transformers, convert_from_mmseg)

@@ -1,0 +1,4 @@
+"""``python -m lrbench`` = the ``lrbench`` command."""
+from .cli import main
+
+main()

@@ -1,0 +1,32 @@
+"""The Python API in one place (re-exported by ``lrbench``): build models by architecture or zoo name."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from .errors import UsageError
+from .models import create_model as _build
+from .models import list_models, load_checkpoint
+from .zoo import load_pretrained
+
+
+def create_model(name: str, num_classes: int = 150, pretrained: bool = False, checkpoint: str | None = None,
+                 features_only: bool = False) -> nn.Module:
+    """Build a model in eval mode.
+
+    ``name`` is an architecture (``lrformer-s``; see ``list_models()``) or, with ``pretrained=True``, also a zoo entry
+    (``lrformer-s_ade20k``). ``pretrained=True`` pulls the entry's weights (an architecture's ADE20K entry) and takes
+    its class count; ``checkpoint`` loads a local file strictly instead. ``features_only=True`` returns the backbone.
+    """
+    if not pretrained:
+        return _build(name, num_classes=num_classes, checkpoint=checkpoint, features_only=features_only)
+    if checkpoint is not None:
+        raise UsageError("pass either pretrained=True (zoo weights) or checkpoint=FILE, not both")
+    model, resolved, _ = load_pretrained(name)
+    if num_classes not in (150, resolved.num_classes):  # 150 is the default: only an explicit other count conflicts
+        raise UsageError(f"{resolved.entry.name} has {resolved.num_classes} classes, not num_classes={num_classes}")
+    if features_only:
+        model = getattr(model, "backbone", model)
+    return model
+
+
+__all__ = ["create_model", "list_models", "load_checkpoint"]

@@ -1,0 +1,127 @@
+"""What each ``lrbench`` command does, as plain functions with typed signatures: resolve names, check outputs before
+any work, call the library, write the result record. The CLI (``lrbench.cli``) only parses arguments and renders what
+these return; tests call them directly too."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from . import claims as claims_mod
+from .complexity import count_flops
+from .errors import OutputError, UsageError
+from .evaluate import evaluate
+from .fileio import check_writable
+from .models import check_family, describe_models
+from .report import write_report
+from .reproduce import Outcome, reproduce
+from .results import resolve_device, write_result
+from .speed import measure_speed
+from .zoo import convert as zoo_convert
+from .zoo import get_entry, list_entries, pull, resolve, weights_dir
+
+Progress = Callable[[int, int, str], None]
+
+
+def _output(out: str | None, overwrite: bool, what: str = "--out") -> Path | None:
+    """Refuse to replace a file without --overwrite, and check that it can be written, before any work."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{what} {path} already exists; pass --overwrite to replace it, or choose another {what}")
+    return check_writable(path, what)
+
+
+def models(family: str | None = None) -> list[dict]:
+    check_family(family)
+    return describe_models(family)
+
+
+def flops(model: str, shape: tuple[int, int] | None = None, dataset: str | None = None,
+          num_classes: int | None = None, out: str | None = None, overwrite: bool = False,
+          progress: Progress | None = None) -> dict:
+    """``lrbench flops``: an architecture or zoo entry at its recipe's (or the given) shape and class count."""
+    out_path = _output(out, overwrite)
+    r = resolve(model, dataset)
+    res = count_flops(r.arch, shape, num_classes if num_classes is not None else r.num_classes, r.dataset, progress)
+    res["dataset"] = r.dataset
+    if out_path is not None:
+        write_result(out_path, "flops", **res)
+    return res
+
+
+def speed(model: str, shape: tuple[int, int] | None = None, dataset: str | None = None, batch_size: int = 1,
+          dtype: str = "fp32", channels_last: bool = False, compile: bool = False, device: str = "auto",
+          warmup: int = 3, iters: int = 10, out: str | None = None, overwrite: bool = False,
+          progress: Callable[[int, int], None] | None = None) -> dict:
+    """``lrbench speed``: forward latency of an architecture or zoo entry (random weights and input)."""
+    out_path = _output(out, overwrite)
+    device = resolve_device(device)
+    r = resolve(model, dataset)
+    res = measure_speed(r.arch, tuple(shape or r.recipe["flops_shape"]), batch_size, dtype, channels_last, compile,
+                        device, warmup, iters, num_classes=r.num_classes, progress=progress)
+    if out_path is not None:
+        write_result(out_path, "speed", **res)
+    return res
+
+
+def claims(quick: bool = False, device: str = "cpu", out: str | None = None, plot: str | None = None,
+           overwrite: bool = False, progress: Progress | None = None) -> dict:
+    """``lrbench claims``: the LRSA scaling study with a verdict per claim."""
+    out_path = _output(out, overwrite)
+    plot_path = _output(plot, overwrite, "--plot")
+    res = claims_mod.run_claims(claims_mod.QUICK_SIZES if quick else None, device=resolve_device(device),
+                                progress=progress)
+    if out_path is not None:
+        write_result(out_path, "claims", **res)
+    if plot_path is not None:
+        claims_mod.plot_claims(res, str(plot_path))
+    return res
+
+
+def eval_(model: str, dataset: str | None, data_root: str, out: str | None = None, device: str = "auto",
+          **kwargs) -> tuple[dict, str]:
+    """``lrbench eval``: returns the result and the file it was written to (default
+    ``results/eval/<model>_<dataset>_<protocol>.json``)."""
+    r = resolve(model, dataset)
+    out = out or f"results/eval/{model}_{r.dataset}_{kwargs.get('protocol', 'ss')}.json"
+    return evaluate(model, r.dataset, data_root, out=out, device=resolve_device(device), **kwargs), out
+
+
+def report(results: str = "results", out: str = "RESULTS.md", plots: str = "plots") -> dict:
+    check_writable(out)
+    return write_report(results, out, plots)
+
+
+def run_reproduce(data_root: str | None = None, quick: bool = False, results: str | None = None,
+                  out: str = "RESULTS.md", plots: str | None = None, device: str = "auto",
+                  progress: Progress | None = None) -> Outcome:
+    return reproduce(data_root, quick, results, out, plots, resolve_device(device), progress)
+
+
+def convert(model: str, checkpoint: str, out: str, dataset: str | None = None, num_classes: int | None = None,
+            overwrite: bool = False) -> dict:
+    """``lrbench convert``: a checkpoint in lrbench-named safetensors, checked strictly against the model first."""
+    if not out.endswith(".safetensors"):
+        raise UsageError(f"{out}: the output must be a .safetensors file")
+    _output(out, overwrite, "OUT")
+    if not Path(checkpoint).is_file():
+        raise UsageError(f"CHECKPOINT {checkpoint}: file not found")
+    r = resolve(model, dataset)
+    k = num_classes if num_classes is not None else r.num_classes
+    net, notes = zoo_convert(r.arch, checkpoint, out, k)
+    return {"arch": r.arch, "num_classes": k, "tensors": len(net.state_dict()), "out": out, "notes": notes}
+
+
+def zoo_list(dataset: str | None = None, family: str | None = None) -> list[dict]:
+    return [asdict(e) | {"num_classes": e.num_classes, "family": e.family} for e in list_entries(dataset, family)]
+
+
+def zoo_info(name: str) -> dict:
+    e = get_entry(name)
+    return asdict(e) | {"num_classes": e.num_classes, "family": e.family, "cache": str(weights_dir(e.name))}
+
+
+def zoo_pull(name: str, **kwargs) -> dict:
+    return pull(name, **kwargs)

@@ -1,0 +1,104 @@
+"""Result records and their provenance: every measurement lrbench writes (``kind``: flops, speed, claims, eval) is a
+JSON object built by :func:`record` and read back by :func:`load_results`, which checks the fields the report uses
+and names the file when one is missing."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import ResultError, UsageError
+from .fileio import now_iso, write_json
+
+KINDS = ("flops", "speed", "claims", "eval")
+# The fields the report reads, per kind: a file without them is named in the error instead of failing later.
+REQUIRED = {
+    "flops": ("model", "shape", "num_classes", "params", "gflops"),
+    "speed": ("model", "shape", "batch_size", "dtype", "channels_last", "compile", "device_name", "torch",
+              "median_ms", "iqr_ms", "images_per_s"),
+    "claims": ("meta", "claims"),
+    "eval": ("model", "dataset", "protocol", "num_images", "mIoU"),
+}
+
+
+def record(kind: str, **fields) -> dict:
+    """A result object: ``kind``, the UTC ``date`` and the lrbench version, then the fields."""
+    return {"kind": kind, "date": now_iso(), "lrbench": __version__, **fields}
+
+
+def write_result(path: str | os.PathLike, kind: str, **fields) -> dict:
+    """Build a record and write it atomically; returns it."""
+    rec = record(kind, **fields)
+    write_json(path, rec)
+    return rec
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; other names are checked and returned."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
+    return device
+
+
+def check_device(device: str) -> None:
+    """One line for a device this machine does not have (before any work starts)."""
+    if not device.startswith(("cpu", "cuda")):
+        raise UsageError(f"--device must be cpu or cuda, got '{device}'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} threads)"
+
+
+def versions() -> dict:
+    import numpy
+    import PIL
+
+    return {"lrbench": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__,
+            "python": platform.python_version()}
+
+
+def git_commit() -> str:
+    """The last commit that changed the code, zoo or recipes (+ "-dirty" if they have uncommitted changes): stable
+    when only RESULTS.md itself is committed, so regenerating the report from the same inputs gives the same bytes."""
+    top = Path(__file__).resolve().parent.parent
+    paths = ["lrbench", "zoo", "recipes"]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args, "--", *paths], capture_output=True, text=True, timeout=5,
+                              cwd=top).stdout.strip()
+    try:
+        commit = git("log", "-1", "--format=%h")
+        return (commit + ("-dirty" if git("status", "--porcelain") else "")) if commit else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load_results(results_dir: str | os.PathLike) -> dict[str, list[dict]]:
+    """Every ``*.json`` result under ``results_dir`` grouped by kind (JSON of other shapes is ignored)."""
+    out: dict[str, list[dict]] = {k: [] for k in KINDS}
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise ResultError(f"--results {root}: folder not found; run `lrbench reproduce` first")
+    for path in sorted(root.rglob("*.json")):
+        try:
+            obj = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ResultError(f"{path}: not valid JSON ({e}); remove or regenerate it") from None
+        if isinstance(obj, dict) and obj.get("kind") in out:
+            missing = [k for k in REQUIRED[obj["kind"]] if k not in obj]
+            if missing:
+                raise ResultError(f"{path}: a {obj['kind']} result without {', '.join(missing)}; remove or "
+                                  f"regenerate it")
+            out[obj["kind"]].append(obj | {"_path": path.relative_to(root).as_posix()})
+    return out
