@@ -5,6 +5,7 @@
 Prints median latency for each implementation and the ratio transformers / lrbench (> 1: lrbench is faster).
 transformers is a test dependency; weights are random (no download), converted with lrbench's own converters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,13 +23,19 @@ def _pairs():
 
     for name in ("segformer-b0", "segformer-b2"):
         c = SF[name]
-        cfg = transformers.SegformerConfig(hidden_sizes=list(c.embed_dims), depths=list(c.depths),
-                                           decoder_hidden_size=c.decoder_dim, num_labels=150)
+        cfg = transformers.SegformerConfig(
+            hidden_sizes=list(c.embed_dims), depths=list(c.depths), decoder_hidden_size=c.decoder_dim, num_labels=150
+        )
         hf = transformers.SegformerForSemanticSegmentation(cfg).eval()
         yield name, hf, lambda m, x: m(pixel_values=x).logits
     c = SW["upernet-swin-t"]
-    bc = transformers.SwinConfig(embed_dim=c.embed_dim, depths=list(c.depths), num_heads=list(c.num_heads),
-                                 window_size=c.window_size, out_features=["stage1", "stage2", "stage3", "stage4"])
+    bc = transformers.SwinConfig(
+        embed_dim=c.embed_dim,
+        depths=list(c.depths),
+        num_heads=list(c.num_heads),
+        window_size=c.window_size,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
     hf = transformers.UperNetForSemanticSegmentation(transformers.UperNetConfig(backbone_config=bc, num_labels=150))
     yield "upernet-swin-t", hf.eval(), lambda m, x: m.decode_head(m.backbone(x).feature_maps)
 
@@ -55,18 +62,31 @@ def main() -> None:
         hf, ours = hf.to(args.device), ours.to(args.device)
         t_hf = time_forward(lambda: hf_fwd(hf, x), args.device, args.warmup, args.iters)
         t_ours = time_forward(lambda: ours(x), args.device, args.warmup, args.iters)
-        rows.append({"model": name, "transformers_ms": t_hf["median_ms"], "lrbench_ms": t_ours["median_ms"],
-                     "speedup": t_hf["median_ms"] / t_ours["median_ms"]})
-    meta = {"device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "size": list(args.size), "iters": args.iters}
+        rows.append(
+            {
+                "model": name,
+                "transformers_ms": t_hf["median_ms"],
+                "lrbench_ms": t_ours["median_ms"],
+                "speedup": t_hf["median_ms"] / t_ours["median_ms"],
+            }
+        )
+    meta = {
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "size": list(args.size),
+        "iters": args.iters,
+    }
     if args.json:
         print(json.dumps({"meta": meta, "rows": rows}, indent=2))
         return
     print(f"device {meta['device']} ({meta['threads']} threads), torch {meta['torch']}, input {args.size}")
     for r in rows:
-        print(f"{r['model']:16s} transformers {r['transformers_ms']:8.1f} ms   lrbench {r['lrbench_ms']:8.1f} ms   "
-              f"ratio {r['speedup']:.2f}x")
+        print(
+            f"{r['model']:16s} transformers {r['transformers_ms']:8.1f} ms   lrbench {r['lrbench_ms']:8.1f} ms   "
+            f"ratio {r['speedup']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

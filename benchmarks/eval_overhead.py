@@ -6,6 +6,7 @@ Writes a synthetic ADE20K-layout set (random JPEGs, 512x683 like typical ADE ima
 into a temporary folder, runs the evaluator once per worker count and prints the outside-model share (target <= 10%
 with workers) and images/s. Weights are random: only timing is meaningful.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from synth import write_dataset
-
     from lrbench.evaluate import evaluate
     from lrbench.models import create_model
+
+    from synth import write_dataset
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,14 +42,22 @@ def main() -> None:
         for w in args.workers:
             res = evaluate(args.model, "ade20k", tmp, checkpoint=str(ckpt), workers=w, device=args.device)
             t = res["timings"]
-            rows.append({"workers": w, "images_per_s": t["images_per_s"], "outside_model_share": t["outside_model_share"],
-                         "device": res["device_name"]})
+            rows.append(
+                {
+                    "workers": w,
+                    "images_per_s": t["images_per_s"],
+                    "outside_model_share": t["outside_model_share"],
+                    "device": res["device_name"],
+                }
+            )
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
-        print(f"{args.model} on {r['device']}, workers {r['workers']}: {r['images_per_s']:.2f} images/s, "
-              f"{r['outside_model_share']:.1%} of wall time outside the model forward")
+        print(
+            f"{args.model} on {r['device']}, workers {r['workers']}: {r['images_per_s']:.2f} images/s, "
+            f"{r['outside_model_share']:.1%} of wall time outside the model forward"
+        )
 
 
 if __name__ == "__main__":

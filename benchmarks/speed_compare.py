@@ -6,6 +6,7 @@ measured in the same run (absolute milliseconds depend on the machine; ratios tr
 
 On CUDA it uses CUDA events and reports peak memory; see `lrbench speed --help` for the single-model command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,21 +34,36 @@ def main() -> None:
     for size in args.sizes:
         ref = None
         for name in models:
-            r = measure_speed(name, (size, size), dtype=args.dtype, device=args.device, warmup=args.warmup,
-                              iters=args.iters)
+            r = measure_speed(
+                name, (size, size), dtype=args.dtype, device=args.device, warmup=args.warmup, iters=args.iters
+            )
             ref = ref or r["median_ms"]
-            rows.append({"size": size, "model": name, "median_ms": r["median_ms"], "iqr_ms": r["iqr_ms"],
-                         "vs_reference": ref / r["median_ms"], "peak_mem_mb": r["peak_mem_mb"],
-                         "device": r["device_name"], "torch": r["torch"], "dtype": args.dtype})
+            rows.append(
+                {
+                    "size": size,
+                    "model": name,
+                    "median_ms": r["median_ms"],
+                    "iqr_ms": r["iqr_ms"],
+                    "vs_reference": ref / r["median_ms"],
+                    "peak_mem_mb": r["peak_mem_mb"],
+                    "device": r["device_name"],
+                    "torch": r["torch"],
+                    "dtype": args.dtype,
+                }
+            )
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"device {rows[0]['device']}, torch {rows[0]['torch']}, {args.dtype}; speed-up vs {args.reference} "
-          f"(> 1: faster)")
+    print(
+        f"device {rows[0]['device']}, torch {rows[0]['torch']}, {args.dtype}; speed-up vs {args.reference} "
+        f"(> 1: faster)"
+    )
     for r in rows:
         mem = f"  peak {r['peak_mem_mb']:.0f} MiB" if r["peak_mem_mb"] else ""
-        print(f"{r['size']:5d}²  {r['model']:16s} {r['median_ms']:9.1f} ms (IQR {r['iqr_ms']:.1f})  "
-              f"{r['vs_reference']:.2f}x{mem}")
+        print(
+            f"{r['size']:5d}²  {r['model']:16s} {r['median_ms']:9.1f} ms (IQR {r['iqr_ms']:.1f})  "
+            f"{r['vs_reference']:.2f}x{mem}"
+        )
 
 
 if __name__ == "__main__":

@@ -3,12 +3,8 @@
 ``lrbench.create_model``, ``lrbench.list_models`` and ``lrbench.load_checkpoint`` come from :mod:`lrbench.api`; they
 are imported on first use so that the command line (``lrbench.cli``) starts without importing torch.
 """
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("lrbench")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+from .version import __version__
 
 _API = ("create_model", "list_models", "load_checkpoint")
 

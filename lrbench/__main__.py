@@ -1,4 +1,5 @@
 """``python -m lrbench`` = the ``lrbench`` command."""
+
 from .cli import main
 
 main()

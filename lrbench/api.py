@@ -1,4 +1,5 @@
 """The Python API in one place (re-exported by ``lrbench``): build models by architecture or zoo name."""
+
 from __future__ import annotations
 
 import torch.nn as nn
@@ -9,8 +10,13 @@ from .models import list_models, load_checkpoint
 from .zoo import load_pretrained
 
 
-def create_model(name: str, num_classes: int = 150, pretrained: bool = False, checkpoint: str | None = None,
-                 features_only: bool = False) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int = 150,
+    pretrained: bool = False,
+    checkpoint: str | None = None,
+    features_only: bool = False,
+) -> nn.Module:
     """Build a model in eval mode.
 
     ``name`` is an architecture (``lrformer-s``; see ``list_models()``) or, with ``pretrained=True``, also a zoo entry

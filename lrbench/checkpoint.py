@@ -9,6 +9,7 @@ This module knows file formats only. Which naming a state dict uses, and which a
 model family's business (``lrbench.models.load_weights`` converts, then calls :func:`match_state_dict` here with its
 guess as the hint).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,6 +37,7 @@ def _stub_class(qualname: str) -> type:
 
     It only records its constructor arguments and state: nothing from the file is ever executed.
     """
+
     def __init__(self, *args, **kwargs):
         self.args, self.kwargs = args, kwargs
 
@@ -45,8 +47,11 @@ def _stub_class(qualname: str) -> type:
     def __call__(self, *args, **kwargs):  # some pickles reduce through a function rather than a class
         return type(self)(*args, **kwargs)
 
-    return type(qualname.rsplit(".", 1)[-1], (), {"__init__": __init__, "__setstate__": __setstate__,
-                                                   "__call__": __call__, "__new__": object.__new__})
+    return type(
+        qualname.rsplit(".", 1)[-1],
+        (),
+        {"__init__": __init__, "__setstate__": __setstate__, "__call__": __call__, "__new__": object.__new__},
+    )
 
 
 def _torch_load(path: Path) -> object:
@@ -59,9 +64,11 @@ def _torch_load(path: Path) -> object:
     unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     code = [name for name in unsafe if not name.startswith(_METADATA_MODULES)]
     if code:
-        raise CheckpointError(f"{path}: refused: the file asks to run code while loading ({', '.join(code[:3])}); "
-                              f"lrbench never executes code from a checkpoint. Use the official file, or re-save "
-                              f"only its tensors (torch.save(model.state_dict(), ...)) where you trust it")
+        raise CheckpointError(
+            f"{path}: refused: the file asks to run code while loading ({', '.join(code[:3])}); "
+            f"lrbench never executes code from a checkpoint. Use the official file, or re-save "
+            f"only its tensors (torch.save(model.state_dict(), ...)) where you trust it"
+        )
     stubs = [(_stub_class(name), name) for name in unsafe]
     try:
         with torch.serialization.safe_globals(stubs):
@@ -101,7 +108,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: no state dict found (expected 'state_dict', 'model' or a dict of tensors)")
     if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return dict(obj)
 
 
@@ -114,15 +121,23 @@ def _describe(model: nn.Module) -> str:
     return f"{name} ({n} classes)" if n is not None else name
 
 
-def _likely_cause(state: StateDict, missing: list[str], unexpected: list[str],
-                  mismatched: list[tuple[str, tuple, tuple]], guess: str | None, model: nn.Module) -> str:
+def _likely_cause(
+    state: StateDict,
+    missing: list[str],
+    unexpected: list[str],
+    mismatched: list[tuple[str, tuple, tuple]],
+    guess: str | None,
+    model: nn.Module,
+) -> str:
     seg = [m for m in mismatched if "conv_seg" in m[0] or m[0].endswith("classifier.weight")]
     if seg and len(seg) == len(mismatched) and not missing and not unexpected:
         k = seg[0][1][0]
         fits = [name for name, spec in DATASETS.items() if spec.num_classes == k]
         where = f" (that is {' / '.join(fits)}: --dataset {fits[0]})" if fits else ""
-        return (f"the checkpoint's head has {k} classes, the model {seg[0][2][0]}: it was trained for another "
-                f"dataset{where}")
+        return (
+            f"the checkpoint's head has {k} classes, the model {seg[0][2][0]}: it was trained for another "
+            f"dataset{where}"
+        )
     if missing and not unexpected and not mismatched and all(k.startswith("decode_head.") for k in missing):
         return "the checkpoint holds a backbone only (e.g. ImageNet weights), not a segmentation model"
     if guess:
@@ -138,15 +153,18 @@ def match_state_dict(model: nn.Module, state: StateDict, source: str = "checkpoi
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
-                  if k in state and state[k].shape != own[k].shape]
+    mismatched = [
+        (k, tuple(state[k].shape), tuple(own[k].shape)) for k in own if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or mismatched:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])}"
-                         f"{', ...' if len(unexpected) > 3 else ''})")
+            parts.append(
+                f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])}"
+                f"{', ...' if len(unexpected) > 3 else ''})"
+            )
         if mismatched:
             shown = ", ".join(f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in mismatched[:3])
             parts.append(f"{len(mismatched)} shape mismatches ({shown}{', ...' if len(mismatched) > 3 else ''})")

@@ -12,6 +12,7 @@ shapes it agrees with the fvcore count of ``lrbench flops`` to within 1% (fvcore
 upsampling). Latencies are real CPU/GPU forwards; a layer whose cost exceeds ``max_gmacs`` is not timed (MHSA at high
 resolution would take minutes) and is marked as skipped. Every verdict is computed from these measurements.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,15 @@ from .models.segformer import EfficientAttention
 from .results import check_device, device_name
 from .speed import time_forward
 
-SIZES: list[tuple[int, int]] = [(256, 256), (512, 512), (768, 768), (1024, 1024), (1536, 1536), (2048, 2048),
-                                (1024, 2048)]
+SIZES: list[tuple[int, int]] = [
+    (256, 256),
+    (512, 512),
+    (768, 768),
+    (1024, 1024),
+    (1536, 1536),
+    (2048, 2048),
+    (1024, 2048),
+]
 STAGE_DIMS = (64, 128, 320, 512)  # LRFormer-S == SegFormer-B2 widths
 STAGE_HEADS = (2, 4, 10, 16)  # LRFormer heads; FLOPs do not depend on the head split
 SR_RATIOS = (8, 4, 2, 1)
@@ -130,8 +138,14 @@ def _slope(rows: list[dict], key: str) -> float:
     return math.log(b[key] / a[key]) / math.log(pb / pa)
 
 
-def run_claims(sizes: list[tuple[int, int]] | None = None, device: str = "cpu", warmup: int = 1, iters: int = 3,
-               max_gmacs: float = 150.0, progress=None) -> dict:
+def run_claims(
+    sizes: list[tuple[int, int]] | None = None,
+    device: str = "cpu",
+    warmup: int = 1,
+    iters: int = 3,
+    max_gmacs: float = 150.0,
+    progress=None,
+) -> dict:
     """Measure attention and whole-model cost over ``sizes`` and judge each claim from the measurements."""
     check_device(device)
     sizes = [tuple(s) for s in (sizes or SIZES)]
@@ -153,10 +167,19 @@ def run_claims(sizes: list[tuple[int, int]] | None = None, device: str = "cpu", 
             done += 1
             if progress:
                 progress(done, steps, f"{name} {size[0]}x{size[1]}")
-    return {"meta": {"device": device, "device_name": device_name(device), "torch": torch.__version__,
-                     "max_gmacs": max_gmacs, "warmup": warmup, "iters": iters},
-            "attention": attn_rows, "models": model_rows,
-            "claims": judge_claims(attn_rows, model_rows)}
+    return {
+        "meta": {
+            "device": device,
+            "device_name": device_name(device),
+            "torch": torch.__version__,
+            "max_gmacs": max_gmacs,
+            "warmup": warmup,
+            "iters": iters,
+        },
+        "attention": attn_rows,
+        "models": model_rows,
+        "claims": judge_claims(attn_rows, model_rows),
+    }
 
 
 def _claim(claim: str, holds: bool, evidence: str) -> dict:
@@ -171,49 +194,76 @@ def judge_claims(attn_rows: list[dict], model_rows: list[dict]) -> list[dict]:
 
     cores = [r["core_gmacs"] for r in square["LRSA"]]
     spread = max(cores) / min(cores)
-    out.append(_claim("LRSA attention (QK^T, AV) FLOPs are constant in input resolution",
-                      spread <= 1.0 + 1e-9,
-                      f"core GMACs {min(cores):.4f}-{max(cores):.4f} over "
-                      f"{square['LRSA'][0]['size'][0]}²-{square['LRSA'][-1]['size'][0]}² (max/min {spread:.3f}); "
-                      f"MHSA core grows {square['MHSA'][-1]['core_gmacs'] / square['MHSA'][0]['core_gmacs']:.0f}x"))
+    out.append(
+        _claim(
+            "LRSA attention (QK^T, AV) FLOPs are constant in input resolution",
+            spread <= 1.0 + 1e-9,
+            f"core GMACs {min(cores):.4f}-{max(cores):.4f} over "
+            f"{square['LRSA'][0]['size'][0]}²-{square['LRSA'][-1]['size'][0]}² (max/min {spread:.3f}); "
+            f"MHSA core grows {square['MHSA'][-1]['core_gmacs'] / square['MHSA'][0]['core_gmacs']:.0f}x",
+        )
+    )
 
     s_lrsa, s_mhsa, s_sra = (_slope(square[k], "gmacs") for k in KINDS)
-    out.append(_claim("LRSA layer cost grows at most linearly with pixels, MHSA quadratically",
-                      s_lrsa <= 1.05 and s_mhsa >= 1.9,
-                      f"growth exponent vs pixels (largest sizes): LRSA {s_lrsa:.2f}, SRA {s_sra:.2f}, "
-                      f"MHSA {s_mhsa:.2f}"))
+    out.append(
+        _claim(
+            "LRSA layer cost grows at most linearly with pixels, MHSA quadratically",
+            s_lrsa <= 1.05 and s_mhsa >= 1.9,
+            f"growth exponent vs pixels (largest sizes): LRSA {s_lrsa:.2f}, SRA {s_sra:.2f}, MHSA {s_mhsa:.2f}",
+        )
+    )
 
-    ratios = [(s["gmacs"] / lr["gmacs"], lr["size"]) for lr, s in zip(by["LRSA"], by["SRA"])
-              if lr["size"][0] * lr["size"][1] >= 512 * 512]
+    ratios = [
+        (s["gmacs"] / lr["gmacs"], lr["size"])
+        for lr, s in zip(by["LRSA"], by["SRA"])
+        if lr["size"][0] * lr["size"][1] >= 512 * 512
+    ]
     worst = min(ratios)
-    out.append(_claim("LRSA costs fewer FLOPs than SegFormer's SRA at every resolution >= 512²",
-                      worst[0] > 1.0,
-                      f"SRA/LRSA GMACs from {worst[0]:.1f}x ({worst[1][0]}x{worst[1][1]}) to "
-                      f"{max(ratios)[0]:.1f}x ({max(ratios)[1][0]}x{max(ratios)[1][1]})"))
+    out.append(
+        _claim(
+            "LRSA costs fewer FLOPs than SegFormer's SRA at every resolution >= 512²",
+            worst[0] > 1.0,
+            f"SRA/LRSA GMACs from {worst[0]:.1f}x ({worst[1][0]}x{worst[1][1]}) to "
+            f"{max(ratios)[0]:.1f}x ({max(ratios)[1][0]}x{max(ratios)[1][1]})",
+        )
+    )
 
     timed = [(lr, s) for lr, s in zip(square["LRSA"], square["SRA"]) if lr["latency_ms"] and s["latency_ms"]]
     if len(timed) >= 2:
         r0 = timed[0][1]["latency_ms"] / timed[0][0]["latency_ms"]
         r1 = timed[-1][1]["latency_ms"] / timed[-1][0]["latency_ms"]
-        out.append(_claim("LRSA's latency advantage over SRA widens with resolution", r1 > r0,
-                          f"SRA/LRSA latency {r0:.2f}x at {timed[0][0]['size'][0]}² -> {r1:.2f}x at "
-                          f"{timed[-1][0]['size'][0]}²"))
+        out.append(
+            _claim(
+                "LRSA's latency advantage over SRA widens with resolution",
+                r1 > r0,
+                f"SRA/LRSA latency {r0:.2f}x at {timed[0][0]['size'][0]}² -> {r1:.2f}x at {timed[-1][0]['size'][0]}²",
+            )
+        )
 
     m = {(r["model"], tuple(r["size"])): r["gmacs"] for r in model_rows}
     for size in [(512, 512), (1024, 2048)]:
         if ("lrformer-s", size) in m:
             lr, sf, sw = (m[(n, size)] for n in MODELS)
-            out.append(_claim(f"LRFormer-S needs fewer FLOPs than SegFormer-B2 and UperNet-Swin-T at "
-                              f"{size[0]}x{size[1]}", lr < sf and lr < sw,
-                              f"GMACs ({classes_for(size)} classes) LRFormer-S {lr:.1f}, SegFormer-B2 {sf:.1f} "
-                              f"({sf / lr:.2f}x), "
-                              f"UperNet-Swin-T {sw:.1f} ({sw / lr:.1f}x)"))
+            out.append(
+                _claim(
+                    f"LRFormer-S needs fewer FLOPs than SegFormer-B2 and UperNet-Swin-T at {size[0]}x{size[1]}",
+                    lr < sf and lr < sw,
+                    f"GMACs ({classes_for(size)} classes) LRFormer-S {lr:.1f}, SegFormer-B2 {sf:.1f} "
+                    f"({sf / lr:.2f}x), "
+                    f"UperNet-Swin-T {sw:.1f} ({sw / lr:.1f}x)",
+                )
+            )
     sq_sizes = sorted({tuple(r["size"]) for r in model_rows if r["size"][0] == r["size"][1]})
     if len(sq_sizes) >= 2:
         a, b = sq_sizes[0], sq_sizes[-1]
         ra, rb = m[("segformer-b2", a)] / m[("lrformer-s", a)], m[("segformer-b2", b)] / m[("lrformer-s", b)]
-        out.append(_claim("LRFormer-S's FLOP advantage over SegFormer-B2 widens with resolution", rb > ra,
-                          f"SegFormer-B2/LRFormer-S {ra:.2f}x at {a[0]}² -> {rb:.2f}x at {b[0]}²"))
+        out.append(
+            _claim(
+                "LRFormer-S's FLOP advantage over SegFormer-B2 widens with resolution",
+                rb > ra,
+                f"SegFormer-B2/LRFormer-S {ra:.2f}x at {a[0]}² -> {rb:.2f}x at {b[0]}²",
+            )
+        )
     return out
 
 
@@ -236,8 +286,11 @@ def plot_claims(result: dict, path: str) -> None:
     for name, style in zip(MODELS, ("o-", "s--", "^-.")):
         rows = sq([r for r in result["models"] if r["model"] == name])
         axes[2].plot([r["size"][0] ** 2 for r in rows], [r["gmacs"] for r in rows], style, label=name)
-    titles = ("Attention GMACs (1 layer/stage)", f"Attention latency, ms ({result['meta']['device_name']})",
-              "Whole-model GMACs")
+    titles = (
+        "Attention GMACs (1 layer/stage)",
+        f"Attention latency, ms ({result['meta']['device_name']})",
+        "Whole-model GMACs",
+    )
     for ax, title in zip(axes, titles):
         ax.set_xscale("log")
         ax.set_yscale("log")

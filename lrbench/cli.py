@@ -6,6 +6,7 @@ errors answer at once. Errors: a :class:`~lrbench.errors.LrbenchError` or a bad 
 ``error: ...`` on stderr and exits 2; Ctrl-C exits 130 and SIGTERM 143 (an eval saves its state first); anything
 else is a bug and shows its traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,10 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_errors
 
-from . import __version__
 from .datasets import DATASETS
 from .errors import LrbenchError, Terminated
 from .names import DEVICES, DTYPES, FAMILIES, MODES, MS_MERGES, PROTOCOLS
+from .version import __version__
 
 console = Console()
 err_console = Console(stderr=True)
@@ -87,9 +88,14 @@ class LrbenchGroup(TyperGroup):
         return rv
 
 
-app = typer.Typer(cls=LrbenchGroup, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Reproduce LRFormer and its baselines: zoo, eval, flops, speed, claims, report, reproduce.")
+app = typer.Typer(
+    cls=LrbenchGroup,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Reproduce LRFormer and its baselines: zoo, eval, flops, speed, claims, report, reproduce.",
+)
 zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, inspect and pull zoo entries.")
 app.add_typer(zoo_app, name="zoo")
 
@@ -112,13 +118,29 @@ def _fmt(v, spec: str = "") -> str:
 def progress_bar(transient: bool = True, disable: bool = False):
     """The rich progress bar every long command uses (on stderr, so --json output stays clean): done/total, rate,
     elapsed and remaining time."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TaskProgressColumn(show_speed=True), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=err_console,
-                    transient=transient, disable=disable)
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(show_speed=True),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err_console,
+        transient=transient,
+        disable=disable,
+    )
 
 
 def _version_callback(value: bool) -> None:
@@ -128,8 +150,11 @@ def _version_callback(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_version_callback, is_eager=True,
-                                                 help="Print the version and exit.")) -> None:
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     pass
 
 
@@ -147,27 +172,48 @@ def models_cmd(family: Optional[Family] = typer.Option(None, help="Only this fam
         return
     table = Table(title="lrbench architectures (150 classes)")
     for col in ("name", "family", "params M", "stage dims", "depths", "stride"):
-        table.add_column(col, justify="right" if col in ("params M", "stride") else "left",
-                         no_wrap=col in ("name", "params M"), overflow="fold")
+        table.add_column(
+            col,
+            justify="right" if col in ("params M", "stride") else "left",
+            no_wrap=col in ("name", "params M"),
+            overflow="fold",
+        )
     for r in rows:
-        table.add_row(r["name"], r["family"], f"{r['params'] / 1e6:.2f}", "/".join(map(str, r["dims"])),
-                      "/".join(map(str, r["depths"])), str(r["output_stride"] or "-"))
+        table.add_row(
+            r["name"],
+            r["family"],
+            f"{r['params'] / 1e6:.2f}",
+            "/".join(map(str, r["dims"])),
+            "/".join(map(str, r["depths"])),
+            str(r["output_stride"] or "-"),
+        )
     console.print(table)
 
 
 @app.command("flops", epilog="Example: lrbench flops lrformer-s_cityscapes   (1024x2048, 19 classes)")
-def flops_cmd(model: str = typer.Argument(..., help=NAME), shape: Optional[tuple[int, int]] = SHAPE,
-              dataset: Optional[Dataset] = typer.Option(None, help="Dataset of the recipe and class count "
-                                                                   "(default: the entry's, else ade20k)."),
-              num_classes: Optional[int] = typer.Option(None, min=1, help="Classes (default: the dataset's)."),
-              out: Optional[str] = typer.Option(None, help="Also write the result JSON here (atomically)."),
-              overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
-              json_out: bool = JSON) -> None:
+def flops_cmd(
+    model: str = typer.Argument(..., help=NAME),
+    shape: Optional[tuple[int, int]] = SHAPE,
+    dataset: Optional[Dataset] = typer.Option(
+        None, help="Dataset of the recipe and class count (default: the entry's, else ade20k)."
+    ),
+    num_classes: Optional[int] = typer.Option(None, min=1, help="Classes (default: the dataset's)."),
+    out: Optional[str] = typer.Option(None, help="Also write the result JSON here (atomically)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    json_out: bool = JSON,
+) -> None:
     """Parameters and GFLOPs (fvcore, 1 multiply-add = 1 FLOP, backbone + decode head)."""
     with progress_bar() as bar:
         task = bar.add_task(f"flops {model}", total=3, status="")
-        res = _commands().flops(model, shape, dataset, num_classes, out, overwrite,
-                                progress=lambda d, n, what: bar.update(task, completed=d, total=n, status=what))
+        res = _commands().flops(
+            model,
+            shape,
+            dataset,
+            num_classes,
+            out,
+            overwrite,
+            progress=lambda d, n, what: bar.update(task, completed=d, total=n, status=what),
+        )
     if json_out:
         print_json(res)
         return
@@ -185,46 +231,74 @@ def flops_cmd(model: str = typer.Argument(..., help=NAME), shape: Optional[tuple
 
 
 @app.command("speed", epilog="Example: lrbench speed lrformer-t --shape 1024 2048 --batch-size 2 --dtype bf16")
-def speed_cmd(model: str = typer.Argument(..., help=NAME), shape: Optional[tuple[int, int]] = SHAPE,
-              dataset: Optional[Dataset] = typer.Option(None, help="Dataset of the default shape and classes."),
-              batch_size: int = typer.Option(1, "--batch-size", min=1),
-              dtype: Dtype = typer.Option("fp32", help="Autocast dtype."),
-              channels_last: bool = typer.Option(False, "--channels-last"),
-              compile: bool = typer.Option(False, "--compile", help="torch.compile the model first."),
-              device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
-              warmup: int = typer.Option(3, min=0, help="Warm-up iterations (discarded)."),
-              iters: int = typer.Option(10, min=1, help="Timed iterations."),
-              out: Optional[str] = typer.Option(None, help="Also write the result JSON here (atomically)."),
-              overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
-              json_out: bool = JSON) -> None:
+def speed_cmd(
+    model: str = typer.Argument(..., help=NAME),
+    shape: Optional[tuple[int, int]] = SHAPE,
+    dataset: Optional[Dataset] = typer.Option(None, help="Dataset of the default shape and classes."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1),
+    dtype: Dtype = typer.Option("fp32", help="Autocast dtype."),
+    channels_last: bool = typer.Option(False, "--channels-last"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model first."),
+    device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
+    warmup: int = typer.Option(3, min=0, help="Warm-up iterations (discarded)."),
+    iters: int = typer.Option(10, min=1, help="Timed iterations."),
+    out: Optional[str] = typer.Option(None, help="Also write the result JSON here (atomically)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    json_out: bool = JSON,
+) -> None:
     """Forward latency (median, IQR) and images/s, with the device and settings it was measured with."""
     with progress_bar() as bar:
         task = bar.add_task(f"speed {model}", total=warmup + iters, status="")
-        res = _commands().speed(model, shape, dataset, batch_size, dtype, channels_last, compile, device, warmup,
-                                iters, out, overwrite, progress=lambda d, n: bar.update(task, completed=d, total=n))
+        res = _commands().speed(
+            model,
+            shape,
+            dataset,
+            batch_size,
+            dtype,
+            channels_last,
+            compile,
+            device,
+            warmup,
+            iters,
+            out,
+            overwrite,
+            progress=lambda d, n: bar.update(task, completed=d, total=n),
+        )
     if json_out:
         print_json(res)
         return
-    console.print(f"{res['model']} @ {res['shape'][0]}x{res['shape'][1]}  batch {batch_size}  {dtype}"
-                  f"{'  channels_last' if channels_last else ''}{'  compiled' if compile else ''}")
+    console.print(
+        f"{res['model']} @ {res['shape'][0]}x{res['shape'][1]}  batch {batch_size}  {dtype}"
+        f"{'  channels_last' if channels_last else ''}{'  compiled' if compile else ''}"
+    )
     console.print(f"device: {res['device_name']}  torch {res['torch']}  warmup {warmup}  iters {iters}")
     mem = f"  peak memory {res['peak_mem_mb']:.0f} MiB" if res["peak_mem_mb"] is not None else ""
-    console.print(f"[bold]{res['median_ms']:.1f} ms[/] median (IQR {res['iqr_ms']:.1f} ms)  "
-                  f"{res['images_per_s']:.2f} images/s{mem}")
+    console.print(
+        f"[bold]{res['median_ms']:.1f} ms[/] median (IQR {res['iqr_ms']:.1f} ms)  "
+        f"{res['images_per_s']:.2f} images/s{mem}"
+    )
 
 
 @app.command("claims", epilog="Example: lrbench claims --quick --plot claims.png")
-def claims_cmd(plot: Optional[str] = typer.Option(None, help="Write the cost-vs-resolution plot (PNG) here."),
-               out: Optional[str] = typer.Option(None, help="Write the result JSON here (atomically)."),
-               device: Device = typer.Option("cpu", help="Device for the attention-layer latencies."),
-               quick: bool = typer.Option(False, "--quick", help="Fewer sizes (256-1024) for a fast look."),
-               overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out / --plot."),
-               json_out: bool = JSON) -> None:
+def claims_cmd(
+    plot: Optional[str] = typer.Option(None, help="Write the cost-vs-resolution plot (PNG) here."),
+    out: Optional[str] = typer.Option(None, help="Write the result JSON here (atomically)."),
+    device: Device = typer.Option("cpu", help="Device for the attention-layer latencies."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer sizes (256-1024) for a fast look."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out / --plot."),
+    json_out: bool = JSON,
+) -> None:
     """The LRSA scaling study: attention and whole-model cost vs resolution, with a verdict per claim."""
     with progress_bar() as bar:
         task = bar.add_task("claims", total=None, status="")
-        res = _commands().claims(quick, device, out, plot, overwrite,
-                                 progress=lambda d, n, what: bar.update(task, completed=d, total=n, status=what))
+        res = _commands().claims(
+            quick,
+            device,
+            out,
+            plot,
+            overwrite,
+            progress=lambda d, n, what: bar.update(task, completed=d, total=n, status=what),
+        )
     if json_out:
         print_json(res)
         return
@@ -239,31 +313,40 @@ def claims_cmd(plot: Optional[str] = typer.Option(None, help="Write the cost-vs-
 
 
 @app.command("eval", epilog="Example: lrbench eval lrformer-s_ade20k --data-root ~/data --protocol ms")
-def eval_cmd(model: str = typer.Argument(..., help=NAME),
-             dataset: Optional[Dataset] = typer.Option(None, help="Default: the zoo entry's (else ade20k)."),
-             data_root: str = typer.Option(..., "--data-root", help="Folder with the dataset's standard layout."),
-             checkpoint: Optional[str] = typer.Option(None, help="Local weights (default: the zoo's)."),
-             protocol: Protocol = typer.Option("ss", help="ss (single scale) | ms (6 scales + flip)."),
-             mode: Optional[Mode] = typer.Option(None, help="Default: the recipe's."),
-             ms_merge: Merge = typer.Option("logits", "--ms-merge", help="ms: average logits (SegFormer / mmseg 0.x) "
-                                            "or softmax (mmseg 1.x SegTTAModel)."),
-             limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images (a partial run)."),
-             batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per batch; images of equal size "
-                                            "go through the model together."),
-             workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
-             device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
-             amp: bool = typer.Option(False, "--amp", help="Autocast (fp16 on CUDA, bf16 on CPU)."),
-             out: Optional[str] = typer.Option(None, help="Result JSON (default "
-                                               "results/eval/<model>_<dataset>_<protocol>.json)."),
-             resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same --out."),
-             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (and its state)."),
-             save_every: float = typer.Option(60.0, "--save-every", min=0, help="Save the resume state at least "
-                                              "every this many seconds (and every 50 images)."),
-             skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip broken files (listed in the result)."),
-             json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (summary and per-class "
-                                           "table; --full for everything)."),
-             full: bool = typer.Option(False, "--full", help="With --json: the whole record (areas, timings...).")
-             ) -> None:
+def eval_cmd(
+    model: str = typer.Argument(..., help=NAME),
+    dataset: Optional[Dataset] = typer.Option(None, help="Default: the zoo entry's (else ade20k)."),
+    data_root: str = typer.Option(..., "--data-root", help="Folder with the dataset's standard layout."),
+    checkpoint: Optional[str] = typer.Option(None, help="Local weights (default: the zoo's)."),
+    protocol: Protocol = typer.Option("ss", help="ss (single scale) | ms (6 scales + flip)."),
+    mode: Optional[Mode] = typer.Option(None, help="Default: the recipe's."),
+    ms_merge: Merge = typer.Option(
+        "logits", "--ms-merge", help="ms: average logits (SegFormer / mmseg 0.x) or softmax (mmseg 1.x SegTTAModel)."
+    ),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images (a partial run)."),
+    batch_size: int = typer.Option(
+        1, "--batch-size", min=1, help="Images per batch; images of equal size go through the model together."
+    ),
+    workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
+    device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
+    amp: bool = typer.Option(False, "--amp", help="Autocast (fp16 on CUDA, bf16 on CPU)."),
+    out: Optional[str] = typer.Option(
+        None, help="Result JSON (default results/eval/<model>_<dataset>_<protocol>.json)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (and its state)."),
+    save_every: float = typer.Option(
+        60.0,
+        "--save-every",
+        min=0,
+        help="Save the resume state at least every this many seconds (and every 50 images).",
+    ),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip broken files (listed in the result)."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the result as JSON (summary and per-class table; --full for everything)."
+    ),
+    full: bool = typer.Option(False, "--full", help="With --json: the whole record (areas, timings...)."),
+) -> None:
     """mIoU on a validation set with the standard protocol (resumable; distributed under torchrun)."""
     quiet = int(os.environ.get("RANK", "0")) > 0  # under torchrun only rank 0 reports
     with progress_bar(disable=quiet) as bar:
@@ -275,15 +358,47 @@ def eval_cmd(model: str = typer.Argument(..., help=NAME),
                 miou["text"] = f"mIoU {summary['mIoU']:.2f}"
             bar.update(task, completed=done, total=total, status=miou["text"])
 
-        res, out = _commands().eval_(model, dataset, data_root, out=out, device=device, checkpoint=checkpoint,
-                                     protocol=protocol, mode=mode, limit=limit, batch_size=batch_size,
-                                     workers=workers, amp=amp, resume=resume, overwrite=overwrite,
-                                     state_seconds=save_every, skip_bad=skip_bad, merge=ms_merge, progress=update)
+        res, out = _commands().eval_(
+            model,
+            dataset,
+            data_root,
+            out=out,
+            device=device,
+            checkpoint=checkpoint,
+            protocol=protocol,
+            mode=mode,
+            limit=limit,
+            batch_size=batch_size,
+            workers=workers,
+            amp=amp,
+            resume=resume,
+            overwrite=overwrite,
+            state_seconds=save_every,
+            skip_bad=skip_bad,
+            merge=ms_merge,
+            progress=update,
+        )
     if quiet:
         return
     if json_out:
-        keys = ("model", "arch", "zoo_entry", "weights", "checkpoint", "dataset", "num_images", "complete", "protocol",
-                "mode", "mIoU", "mAcc", "aAcc", "per_class", "skipped", "device_name")
+        keys = (
+            "model",
+            "arch",
+            "zoo_entry",
+            "weights",
+            "checkpoint",
+            "dataset",
+            "num_images",
+            "complete",
+            "protocol",
+            "mode",
+            "mIoU",
+            "mAcc",
+            "aAcc",
+            "per_class",
+            "skipped",
+            "device_name",
+        )
         print_json(res if full else {k: res.get(k) for k in keys} | {"out": out})
         return
     table = Table(title=f"{model} on {res['dataset']} ({res['num_images']} images, {res['protocol']}, {res['mode']})")
@@ -294,62 +409,82 @@ def eval_cmd(model: str = typer.Argument(..., help=NAME),
             table.add_row(r["class"], f"{r['IoU']:.2f}", _fmt(r["Acc"], ".2f"))
     console.print(table)
     rate = res["timings"]["images_per_s"]
-    console.print(f"[bold]mIoU {res['mIoU']:.2f}[/]  mAcc {_fmt(res['mAcc'], '.2f')}  aAcc {res['aAcc']:.2f}   "
-                  f"({_fmt(rate, '.2f')} images/s on {res['device_name']}) -> {out}")
+    console.print(
+        f"[bold]mIoU {res['mIoU']:.2f}[/]  mAcc {_fmt(res['mAcc'], '.2f')}  aAcc {res['aAcc']:.2f}   "
+        f"({_fmt(rate, '.2f')} images/s on {res['device_name']}) -> {out}"
+    )
     if res["skipped"]:
         console.print(f"[yellow]skipped {len(res['skipped'])} bad files (listed in {out})[/]")
 
 
 @app.command("report", epilog="Example: lrbench report --results results --out RESULTS.md")
-def report_cmd(results: str = typer.Option("results", help="Folder of result JSON files."),
-               out: str = typer.Option("RESULTS.md", help="Markdown report (a .csv is written beside it)."),
-               plots: str = typer.Option("plots", help="Folder for the PNG plots.")) -> None:
+def report_cmd(
+    results: str = typer.Option("results", help="Folder of result JSON files."),
+    out: str = typer.Option("RESULTS.md", help="Markdown report (a .csv is written beside it)."),
+    plots: str = typer.Option("plots", help="Folder for the PNG plots."),
+) -> None:
     """Regenerate RESULTS.md (+ CSV and plots) from result files and the zoo's published numbers."""
     paths = _commands().report(results, out, plots)
     console.print(f"wrote {paths['report']}, {paths['csv']} and {len(paths['plots'])} plots")
 
 
 @app.command("reproduce", epilog="Example: lrbench reproduce --quick --out /tmp/lr/RESULTS.md")
-def reproduce_cmd(data_root: Optional[str] = typer.Option(None, "--data-root", help="Datasets (enables the evals)."),
-                  quick: bool = typer.Option(False, "--quick", help="ADE-sized FLOPs, fewer sizes and iterations."),
-                  results: Optional[str] = typer.Option(None, help="Result JSON folder (default: results/ beside "
-                                                                   "--out)."),
-                  out: str = typer.Option("RESULTS.md", help="The report."),
-                  plots: Optional[str] = typer.Option(None, help="PNG folder (default: plots/ beside --out)."),
-                  device: Device = typer.Option("auto", help="auto = cuda when available, else cpu.")) -> None:
+def reproduce_cmd(
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Datasets (enables the evals)."),
+    quick: bool = typer.Option(False, "--quick", help="ADE-sized FLOPs, fewer sizes and iterations."),
+    results: Optional[str] = typer.Option(None, help="Result JSON folder (default: results/ beside --out)."),
+    out: str = typer.Option("RESULTS.md", help="The report."),
+    plots: Optional[str] = typer.Option(None, help="PNG folder (default: plots/ beside --out)."),
+    device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
+) -> None:
     """The main job: params, FLOPs, the claims study, speed (and evals with --data-root) -> RESULTS.md."""
     t0 = time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task("reproduce", total=None, status="")
-        outcome = _commands().run_reproduce(data_root, quick, results, out, plots, device, progress=lambda d, n, what:
-                                            bar.update(task, completed=d, total=n, status=what))
+        outcome = _commands().run_reproduce(
+            data_root,
+            quick,
+            results,
+            out,
+            plots,
+            device,
+            progress=lambda d, n, what: bar.update(task, completed=d, total=n, status=what),
+        )
     paths = outcome.report
-    console.print(f"wrote {paths['report']} ({paths['csv']}, {len(paths['plots'])} plots) in "
-                  f"{time.perf_counter() - t0:.0f} s")
+    console.print(
+        f"wrote {paths['report']} ({paths['csv']}, {len(paths['plots'])} plots) in {time.perf_counter() - t0:.0f} s"
+    )
     for name, why in outcome.skipped:
         console.print(f"[yellow]eval {name} skipped:[/] {escape(why)}")
     if not data_root:
-        console.print("mIoU rows stay pending: run `lrbench reproduce --data-root PATH` with the datasets, or the "
-                      "`lrbench eval` command shown in each row.")
+        console.print(
+            "mIoU rows stay pending: run `lrbench reproduce --data-root PATH` with the datasets, or the "
+            "`lrbench eval` command shown in each row."
+        )
 
 
 @app.command("convert", epilog="Example: lrbench convert lrformer-t lrformer-t-160k_ade20k.pth lrformer-t.safetensors")
-def convert_cmd(model: str = typer.Argument(..., help=NAME),
-                checkpoint: str = typer.Argument(..., help="Official mmseg .pth, transformers .bin/.safetensors, ..."),
-                out: str = typer.Argument(..., help="Output .safetensors with lrbench key names."),
-                dataset: Optional[Dataset] = typer.Option(None, help="Dataset of the checkpoint's head (sets the "
-                                                                     "class count; default: the entry's, else "
-                                                                     "ade20k)."),
-                num_classes: Optional[int] = typer.Option(None, min=1, help="Classes, if not a dataset's."),
-                overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file.")) -> None:
+def convert_cmd(
+    model: str = typer.Argument(..., help=NAME),
+    checkpoint: str = typer.Argument(..., help="Official mmseg .pth, transformers .bin/.safetensors, ..."),
+    out: str = typer.Argument(..., help="Output .safetensors with lrbench key names."),
+    dataset: Optional[Dataset] = typer.Option(
+        None, help="Dataset of the checkpoint's head (sets the class count; default: the entry's, else ade20k)."
+    ),
+    num_classes: Optional[int] = typer.Option(None, min=1, help="Classes, if not a dataset's."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+) -> None:
     """Convert a checkpoint to lrbench-named safetensors (checked strictly against the model first)."""
     res = _commands().convert(model, checkpoint, out, dataset, num_classes, overwrite)
     console.print(f"{checkpoint} -> {out} ({res['arch']}, {res['num_classes']} classes, {res['tensors']} tensors)")
 
 
 @zoo_app.command("list", epilog="Example: lrbench zoo list --dataset cityscapes")
-def zoo_list_cmd(dataset: Optional[Dataset] = typer.Option(None), family: Optional[Family] = typer.Option(None),
-                 json_out: bool = JSON) -> None:
+def zoo_list_cmd(
+    dataset: Optional[Dataset] = typer.Option(None),
+    family: Optional[Family] = typer.Option(None),
+    json_out: bool = JSON,
+) -> None:
     """Every zoo entry with its published numbers."""
     entries = _commands().zoo_list(dataset, family)
     if json_out:
@@ -362,14 +497,22 @@ def zoo_list_cmd(dataset: Optional[Dataset] = typer.Option(None), family: Option
         p, hub = e["published"], e["hub"]
         w = "none known" if hub is None else ("hub" if hub["filename_verified"] else "hub, file name guessed")
         shape = "x".join(map(str, p.get("flops_shape") or [])) or "-"
-        table.add_row(e["name"], _fmt(p.get("params_m")), _fmt(p.get("gflops")), shape, _fmt(p.get("miou_ss")),
-                      _fmt(p.get("miou_ms")), w)
+        table.add_row(
+            e["name"],
+            _fmt(p.get("params_m")),
+            _fmt(p.get("gflops")),
+            shape,
+            _fmt(p.get("miou_ss")),
+            _fmt(p.get("miou_ms")),
+            w,
+        )
     console.print(table)
 
 
 @zoo_app.command("info", epilog="Example: lrbench zoo info lrformer-l_ade20k")
-def zoo_info_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-s_ade20k."),
-                 json_out: bool = JSON) -> None:
+def zoo_info_cmd(
+    name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-s_ade20k."), json_out: bool = JSON
+) -> None:
     """Everything the manifest knows about one entry, and where its converted weights are cached."""
     info = _commands().zoo_info(name)
     if json_out:
@@ -386,16 +529,17 @@ def zoo_info_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-
 
 
 @zoo_app.command("pull", epilog="Example: lrbench zoo pull lrformer-t_ade20k --revision main")
-def zoo_pull_cmd(name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-s_ade20k."),
-                 revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit)."),
-                 force: bool = typer.Option(False, "--force", help="Download and convert again."),
-                 repo_id: Optional[str] = typer.Option(None, "--repo-id", help="Override the hub repository."),
-                 filename: Optional[str] = typer.Option(None, help="Override the file name in the repository."),
-                 sha256: Optional[str] = typer.Option(None, help="Expected sha256 of the downloaded file."),
-                 json_out: bool = JSON) -> None:
+def zoo_pull_cmd(
+    name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-s_ade20k."),
+    revision: Optional[str] = typer.Option(None, help="Hub revision (branch, tag or commit)."),
+    force: bool = typer.Option(False, "--force", help="Download and convert again."),
+    repo_id: Optional[str] = typer.Option(None, "--repo-id", help="Override the hub repository."),
+    filename: Optional[str] = typer.Option(None, help="Override the file name in the repository."),
+    sha256: Optional[str] = typer.Option(None, help="Expected sha256 of the downloaded file."),
+    json_out: bool = JSON,
+) -> None:
     """Download (HF cache), verify and convert weights to lrbench safetensors ($LRBENCH_HOME)."""
-    res = _commands().zoo_pull(name, revision=revision, force=force, repo_id=repo_id, filename=filename,
-                               sha256=sha256)
+    res = _commands().zoo_pull(name, revision=revision, force=force, repo_id=repo_id, filename=filename, sha256=sha256)
     if json_out:
         print_json(res)
         return

@@ -1,11 +1,12 @@
 """What each ``lrbench`` command does, as plain functions with typed signatures: resolve names, check outputs before
 any work, call the library, write the result record. The CLI (``lrbench.cli``) only parses arguments and renders what
 these return; tests call them directly too."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from . import claims as claims_mod
 from .complexity import count_flops
@@ -38,9 +39,15 @@ def models(family: str | None = None) -> list[dict]:
     return describe_models(family)
 
 
-def flops(model: str, shape: tuple[int, int] | None = None, dataset: str | None = None,
-          num_classes: int | None = None, out: str | None = None, overwrite: bool = False,
-          progress: Progress | None = None) -> dict:
+def flops(
+    model: str,
+    shape: tuple[int, int] | None = None,
+    dataset: str | None = None,
+    num_classes: int | None = None,
+    out: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict:
     """``lrbench flops``: an architecture or zoo entry at its recipe's (or the given) shape and class count."""
     out_path = _output(out, overwrite)
     r = resolve(model, dataset)
@@ -51,28 +58,57 @@ def flops(model: str, shape: tuple[int, int] | None = None, dataset: str | None 
     return res
 
 
-def speed(model: str, shape: tuple[int, int] | None = None, dataset: str | None = None, batch_size: int = 1,
-          dtype: str = "fp32", channels_last: bool = False, compile: bool = False, device: str = "auto",
-          warmup: int = 3, iters: int = 10, out: str | None = None, overwrite: bool = False,
-          progress: Callable[[int, int], None] | None = None) -> dict:
+def speed(
+    model: str,
+    shape: tuple[int, int] | None = None,
+    dataset: str | None = None,
+    batch_size: int = 1,
+    dtype: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    device: str = "auto",
+    warmup: int = 3,
+    iters: int = 10,
+    out: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """``lrbench speed``: forward latency of an architecture or zoo entry (random weights and input)."""
     out_path = _output(out, overwrite)
     device = resolve_device(device)
     r = resolve(model, dataset)
-    res = measure_speed(r.arch, tuple(shape or r.recipe["flops_shape"]), batch_size, dtype, channels_last, compile,
-                        device, warmup, iters, num_classes=r.num_classes, progress=progress)
+    res = measure_speed(
+        r.arch,
+        tuple(shape or r.recipe["flops_shape"]),
+        batch_size,
+        dtype,
+        channels_last,
+        compile,
+        device,
+        warmup,
+        iters,
+        num_classes=r.num_classes,
+        progress=progress,
+    )
     if out_path is not None:
         write_result(out_path, "speed", **res)
     return res
 
 
-def claims(quick: bool = False, device: str = "cpu", out: str | None = None, plot: str | None = None,
-           overwrite: bool = False, progress: Progress | None = None) -> dict:
+def claims(
+    quick: bool = False,
+    device: str = "cpu",
+    out: str | None = None,
+    plot: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict:
     """``lrbench claims``: the LRSA scaling study with a verdict per claim."""
     out_path = _output(out, overwrite)
     plot_path = _output(plot, overwrite, "--plot")
-    res = claims_mod.run_claims(claims_mod.QUICK_SIZES if quick else None, device=resolve_device(device),
-                                progress=progress)
+    res = claims_mod.run_claims(
+        claims_mod.QUICK_SIZES if quick else None, device=resolve_device(device), progress=progress
+    )
     if out_path is not None:
         write_result(out_path, "claims", **res)
     if plot_path is not None:
@@ -80,8 +116,9 @@ def claims(quick: bool = False, device: str = "cpu", out: str | None = None, plo
     return res
 
 
-def eval_(model: str, dataset: str | None, data_root: str, out: str | None = None, device: str = "auto",
-          **kwargs) -> tuple[dict, str]:
+def eval_(
+    model: str, dataset: str | None, data_root: str, out: str | None = None, device: str = "auto", **kwargs
+) -> tuple[dict, str]:
     """``lrbench eval``: returns the result and the file it was written to (default
     ``results/eval/<model>_<dataset>_<protocol>.json``)."""
     r = resolve(model, dataset)
@@ -94,14 +131,26 @@ def report(results: str = "results", out: str = "RESULTS.md", plots: str = "plot
     return write_report(results, out, plots)
 
 
-def run_reproduce(data_root: str | None = None, quick: bool = False, results: str | None = None,
-                  out: str = "RESULTS.md", plots: str | None = None, device: str = "auto",
-                  progress: Progress | None = None) -> Outcome:
+def run_reproduce(
+    data_root: str | None = None,
+    quick: bool = False,
+    results: str | None = None,
+    out: str = "RESULTS.md",
+    plots: str | None = None,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> Outcome:
     return reproduce(data_root, quick, results, out, plots, resolve_device(device), progress)
 
 
-def convert(model: str, checkpoint: str, out: str, dataset: str | None = None, num_classes: int | None = None,
-            overwrite: bool = False) -> dict:
+def convert(
+    model: str,
+    checkpoint: str,
+    out: str,
+    dataset: str | None = None,
+    num_classes: int | None = None,
+    overwrite: bool = False,
+) -> dict:
     """``lrbench convert``: a checkpoint in lrbench-named safetensors, checked strictly against the model first."""
     if not out.endswith(".safetensors"):
         raise UsageError(f"{out}: the output must be a .safetensors file")

@@ -16,11 +16,13 @@ Counting is fvcore's ``FlopCountAnalysis`` (the same jit-trace analyser that mme
   Any op that is neither counted nor deliberately ignored is reported in ``unsupported_ops`` instead of silently
   dropped.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -30,9 +32,26 @@ from .models import create_model
 from .zoo import resolve
 
 # Ops deliberately not counted (convention above): activations and element-wise arithmetic.
-IGNORED_OPS = ("aten::gelu", "aten::dropout", "aten::feature_dropout", "aten::softmax", "aten::add", "aten::add_", "aten::mul", "aten::mul_", "aten::sub",
-               "aten::div", "aten::fill_", "aten::zeros", "aten::zeros_like", "aten::pad", "aten::repeat",
-               "aten::unflatten", "aten::masked_fill_", "aten::ne")
+IGNORED_OPS = (
+    "aten::gelu",
+    "aten::dropout",
+    "aten::feature_dropout",
+    "aten::softmax",
+    "aten::add",
+    "aten::add_",
+    "aten::mul",
+    "aten::mul_",
+    "aten::sub",
+    "aten::div",
+    "aten::fill_",
+    "aten::zeros",
+    "aten::zeros_like",
+    "aten::pad",
+    "aten::repeat",
+    "aten::unflatten",
+    "aten::masked_fill_",
+    "aten::ne",
+)
 
 
 def _shape(v: Any) -> list[int] | None:
@@ -64,8 +83,13 @@ def flop_analysis(model: nn.Module, inputs: torch.Tensor):
     return fca
 
 
-def count_flops(model: nn.Module | str, shape: tuple[int, int] | None = None, num_classes: int | None = None,
-                dataset: str | None = None, progress: Callable[[int, int, str], None] | None = None) -> dict:
+def count_flops(
+    model: nn.Module | str,
+    shape: tuple[int, int] | None = None,
+    num_classes: int | None = None,
+    dataset: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
     """Parameters and GFLOPs of a model, or of an architecture / zoo entry by name, for one (1, 3, H, W) input.
 
     For a name, ``shape`` and ``num_classes`` default to its recipe's FLOPs shape and its dataset's classes
@@ -73,6 +97,7 @@ def count_flops(model: nn.Module | str, shape: tuple[int, int] | None = None, nu
     params_backbone, params_head, gflops, gflops_backbone, gflops_head, by_operator (GFLOPs), unsupported_ops
     (op -> count)}``.
     """
+
     def step(i: int, what: str) -> None:
         if progress:
             progress(i, 3, what)
@@ -105,7 +130,9 @@ def count_flops(model: nn.Module | str, shape: tuple[int, int] | None = None, nu
     step(3, "counted")
     parts = {n: m for n, m in model.named_children() if n in ("backbone", "decode_head")}
     return {
-        "model": name, "shape": list(shape), "num_classes": getattr(model, "num_classes", num_classes),
+        "model": name,
+        "shape": list(shape),
+        "num_classes": getattr(model, "num_classes", num_classes),
         "params": param_count(model),
         "params_backbone": param_count(parts["backbone"]) if "backbone" in parts else param_count(model),
         "params_head": param_count(parts["decode_head"]) if "decode_head" in parts else 0,

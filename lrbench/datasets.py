@@ -1,5 +1,6 @@
 """The three benchmarks' facts in one table (importable without torch): folder layout, class names and palette,
 label convention, ignore index and the size of the validation split. Everything else reads them from here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,15 +33,46 @@ class DatasetSpec:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "ade20k": DatasetSpec("ade20k", "ADE20K val (150 classes)", "ADEChallengeData2016", "images/validation",
-                          "annotations/validation", ".jpg", ".png", ADE20K, palette(150), reduce_zero_label=True,
-                          val_size=2000),
-    "coco-stuff": DatasetSpec("coco-stuff", "COCO-Stuff-164k val (171 classes)", "coco_stuff164k", "images/val2017",
-                              "annotations/val2017", ".jpg", "_labelTrainIds.png", COCO_STUFF, palette(171),
-                              reduce_zero_label=False, val_size=5000),
-    "cityscapes": DatasetSpec("cityscapes", "Cityscapes val (19 classes)", "cityscapes", "leftImg8bit/val",
-                              "gtFine/val", "_leftImg8bit.png", "_gtFine_labelTrainIds.png", CITYSCAPES,
-                              CITYSCAPES_PALETTE, reduce_zero_label=False, val_size=500, recursive=True),
+    "ade20k": DatasetSpec(
+        "ade20k",
+        "ADE20K val (150 classes)",
+        "ADEChallengeData2016",
+        "images/validation",
+        "annotations/validation",
+        ".jpg",
+        ".png",
+        ADE20K,
+        palette(150),
+        reduce_zero_label=True,
+        val_size=2000,
+    ),
+    "coco-stuff": DatasetSpec(
+        "coco-stuff",
+        "COCO-Stuff-164k val (171 classes)",
+        "coco_stuff164k",
+        "images/val2017",
+        "annotations/val2017",
+        ".jpg",
+        "_labelTrainIds.png",
+        COCO_STUFF,
+        palette(171),
+        reduce_zero_label=False,
+        val_size=5000,
+    ),
+    "cityscapes": DatasetSpec(
+        "cityscapes",
+        "Cityscapes val (19 classes)",
+        "cityscapes",
+        "leftImg8bit/val",
+        "gtFine/val",
+        "_leftImg8bit.png",
+        "_gtFine_labelTrainIds.png",
+        CITYSCAPES,
+        CITYSCAPES_PALETTE,
+        reduce_zero_label=False,
+        val_size=500,
+        recursive=True,
+    ),
 }
 DEFAULT_DATASET = "ade20k"
 

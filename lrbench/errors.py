@@ -5,6 +5,7 @@ other exception is a bug and keeps its traceback.
 Subclasses also derive from the builtin a caller would expect (``ValueError``, ``FileExistsError``, ``KeyError``)
 so that library users can catch them either way.
 """
+
 from __future__ import annotations
 
 

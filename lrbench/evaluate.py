@@ -15,6 +15,7 @@ The evaluator is four small pieces: :class:`TestConfig` (recipe + overrides, res
 :func:`run_loop` (images of equal size go through the model together, ``--batch-size`` at a time) and the record
 written at the end (:func:`lrbench.results.record`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,10 +23,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -83,8 +84,11 @@ def preprocess(images: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tens
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=tuple(size), mode="bilinear",
-                                                                      align_corners=False)
+    return (
+        x
+        if tuple(x.shape[-2:]) == tuple(size)
+        else F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    )
 
 
 def forward_whole(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -112,8 +116,9 @@ def forward_slide(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], stri
     return out / count
 
 
-def predict_logits(model: nn.Module, images: torch.Tensor, test: dict, protocol: str = "ss", mode: str = "whole",
-                   merge: str = "logits") -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, test: dict, protocol: str = "ss", mode: str = "whole", merge: str = "logits"
+) -> torch.Tensor:
     """(B, K, H, W) logits at the original image size for uint8 images of one size, (B, H, W, 3) or (H, W, 3)."""
     images = images[None] if images.dim() == 3 else images
     H, W = images.shape[1:3]
@@ -138,6 +143,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, test: dict, protocol:
 @dataclass(frozen=True)
 class TestConfig:
     """Everything that decides the numbers: the dataset, the recipe's test pipeline and the protocol."""
+
     dataset: str
     recipe: str | None
     test: dict = field(hash=False)
@@ -146,11 +152,15 @@ class TestConfig:
     merge: str = "logits"
 
     @classmethod
-    def build(cls, dataset: str, recipe: dict, protocol: str = "ss", mode: str | None = None,
-              merge: str = "logits") -> TestConfig:
+    def build(
+        cls, dataset: str, recipe: dict, protocol: str = "ss", mode: str | None = None, merge: str = "logits"
+    ) -> TestConfig:
         get_spec(dataset)
-        for flag, value, allowed in (("--protocol", protocol, PROTOCOLS), ("--ms-merge", merge, MS_MERGES),
-                                     ("--mode", mode or "whole", MODES)):
+        for flag, value, allowed in (
+            ("--protocol", protocol, PROTOCOLS),
+            ("--ms-merge", merge, MS_MERGES),
+            ("--mode", mode or "whole", MODES),
+        ):
             if value not in allowed:
                 raise UsageError(f"{flag} must be one of {', '.join(allowed)}, got '{value}'")
         test = dict(recipe.get("test") or {})
@@ -167,6 +177,7 @@ def check_run_options(device: str, batch_size: int, workers: int, limit: int | N
 class Weights:
     """Which weights an eval runs: from the zoo (pulled and verified) or a local file, with the original file's
     sha256 (for a zoo pull, the hub file's; the report compares it with the manifest's)."""
+
     arch: str
     model: str  # the name the user gave
     entry: str | None
@@ -176,8 +187,9 @@ class Weights:
     verified: bool = False  # the zoo manifest's sha256 was checked
 
 
-def resolve_weights(model: str | nn.Module, dataset: str, checkpoint: str | None,
-                    recipe: dict | None) -> tuple[Weights, dict, nn.Module | None]:
+def resolve_weights(
+    model: str | nn.Module, dataset: str, checkpoint: str | None, recipe: dict | None
+) -> tuple[Weights, dict, nn.Module | None]:
     """(weights, recipe, model if already built) for a zoo entry / architecture name or a ready module."""
     if isinstance(model, nn.Module):
         name = getattr(model, "name", type(model).__name__)
@@ -186,12 +198,13 @@ def resolve_weights(model: str | nn.Module, dataset: str, checkpoint: str | None
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise UsageError(f"--checkpoint {checkpoint}: file not found")
-        w = Weights(r.arch, model, r.entry.name if r.entry else None, "file", str(checkpoint),
-                    sha256_file(checkpoint))
+        w = Weights(r.arch, model, r.entry.name if r.entry else None, "file", str(checkpoint), sha256_file(checkpoint))
         return w, recipe or r.recipe, None
     if r.entry is None or r.entry.hub is None:
-        raise UsageError(f"no released weights for {model} on {dataset}: pass --checkpoint FILE (an official .pth, "
-                         f"transformers or lrbench .safetensors)")
+        raise UsageError(
+            f"no released weights for {model} on {dataset}: pass --checkpoint FILE (an official .pth, "
+            f"transformers or lrbench .safetensors)"
+        )
     pulled, net = fetch(r.entry.name)
     w = Weights(r.arch, model, r.entry.name, "zoo", pulled["path"], pulled["sha256"], pulled["verified"])
     return w, recipe or r.recipe, net
@@ -219,6 +232,7 @@ def _describe_change(old: dict, new: dict) -> str:
 @dataclass
 class ResumeState:
     """The accumulated areas, processed indices and skipped files of one process, saved beside the result."""
+
     path: Path | None
     fingerprint: dict
     done: set = field(default_factory=set)
@@ -234,20 +248,27 @@ class ResumeState:
         if not resume:
             if overwrite:
                 return
-            raise OutputError(f"{self.path}: an interrupted run can be continued; pass --resume, or --overwrite to "
-                              f"start again")
+            raise OutputError(
+                f"{self.path}: an interrupted run can be continued; pass --resume, or --overwrite to start again"
+            )
         state = torch.load(self.path, map_location="cpu", weights_only=True)
         if state["fingerprint"] != self.fingerprint:
             what = _describe_change(state["fingerprint"], self.fingerprint)
-            raise ResultError(f"{self.path}: saved by a different run ({what}); to start this run again, replace "
-                              f"--resume with --overwrite")
+            raise ResultError(
+                f"{self.path}: saved by a different run ({what}); to start this run again, replace "
+                f"--resume with --overwrite"
+            )
         acc.load_state_dict(state["areas"])
         self.done, self.skipped = set(state["done"]), list(state["skipped"])
 
     def save(self, acc: IoUAccumulator) -> None:
         if self.path is not None:
-            state = {"fingerprint": self.fingerprint, "areas": acc.state_dict(), "done": sorted(self.done),
-                     "skipped": self.skipped}
+            state = {
+                "fingerprint": self.fingerprint,
+                "areas": acc.state_dict(),
+                "done": sorted(self.done),
+                "skipped": self.skipped,
+            }
             atomic_write_bytes(self.path, lambda tmp: torch.save(state, tmp))
         self._since, self._last = 0, time.monotonic()
 
@@ -316,15 +337,35 @@ def _same_size_groups(items: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def run_loop(net: nn.Module, ds: SegDataset, cfg: TestConfig, todo: list[int], total: int, acc: IoUAccumulator,
-             state: ResumeState, device: str, batch_size: int, workers: int, amp: bool, skip_bad: bool,
-             progress: Callable[[int, int, dict], None] | None) -> None:
+def run_loop(
+    net: nn.Module,
+    ds: SegDataset,
+    cfg: TestConfig,
+    todo: list[int],
+    total: int,
+    acc: IoUAccumulator,
+    state: ResumeState,
+    device: str,
+    batch_size: int,
+    workers: int,
+    amp: bool,
+    skip_bad: bool,
+    progress: Callable[[int, int, dict], None] | None,
+) -> None:
     """Predict and accumulate every index in ``todo``; state is saved on the way and on any interruption."""
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, todo), batch_size=batch_size,
-                                         num_workers=workers, collate_fn=collate_list,
-                                         pin_memory=device.startswith("cuda"), persistent_workers=False)
-    amp_ctx = torch.autocast(device.split(":")[0], dtype=torch.float16 if device.startswith("cuda")
-                             else torch.bfloat16) if amp else nullcontext()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(ds, todo),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_list,
+        pin_memory=device.startswith("cuda"),
+        persistent_workers=False,
+    )
+    amp_ctx = (
+        torch.autocast(device.split(":")[0], dtype=torch.float16 if device.startswith("cuda") else torch.bfloat16)
+        if amp
+        else nullcontext()
+    )
     try:
         with torch.inference_mode():
             for batch in loader:
@@ -361,12 +402,28 @@ def _image_digest(ds: SegDataset, indices: list[int]) -> str:
     return h.hexdigest()[:16]
 
 
-def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike, checkpoint: str | None = None,
-             protocol: str = "ss", mode: str | None = None, limit: int | None = None, batch_size: int = 1,
-             workers: int = 2, device: str = "cpu", amp: bool = False, out: str | None = None, resume: bool = False,
-             overwrite: bool = False, state_every: int = 50, state_seconds: float = 60.0, skip_bad: bool = False,
-             recipe: dict | None = None, merge: str = "logits",
-             progress: Callable[[int, int, dict], None] | None = None) -> dict:
+def evaluate(
+    model: str | nn.Module,
+    dataset: str,
+    data_root: str | os.PathLike,
+    checkpoint: str | None = None,
+    protocol: str = "ss",
+    mode: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 1,
+    workers: int = 2,
+    device: str = "cpu",
+    amp: bool = False,
+    out: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    state_every: int = 50,
+    state_seconds: float = 60.0,
+    skip_bad: bool = False,
+    recipe: dict | None = None,
+    merge: str = "logits",
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> dict:
     """Evaluate on a validation set; returns (and with ``out`` writes atomically) the result record.
 
     Resumable: with ``out``, the accumulated areas and processed indices are saved atomically to
@@ -379,8 +436,10 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
     out_path = Path(out) if out else None
     if out_path is not None:
         if out_path.exists() and not (overwrite or resume):
-            raise OutputError(f"{out_path} already exists; pass --overwrite to replace it, --resume to continue, "
-                              f"or choose another --out")
+            raise OutputError(
+                f"{out_path} already exists; pass --overwrite to replace it, --resume to continue, "
+                f"or choose another --out"
+            )
         check_writable(out_path)
     ds = SegDataset(dataset, data_root)
     weights, recipe, net = resolve_weights(model, dataset, checkpoint, recipe)
@@ -390,15 +449,32 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
         torch.cuda.set_device(torch.device(device))
     indices = list(range(len(ds)))[: limit or None]
-    fingerprint = {"model": weights.model, "weights_sha256": weights.sha256, "dataset": dataset, "n": len(indices),
-                   "images": _image_digest(ds, indices), "protocol": cfg.protocol, "mode": cfg.mode,
-                   "test": cfg.test, "world": world, "merge": cfg.merge, "amp": amp}
-    state = ResumeState(state_path(out_path, rank, world) if out_path else None, fingerprint,
-                        every_images=state_every, every_seconds=state_seconds)
+    fingerprint = {
+        "model": weights.model,
+        "weights_sha256": weights.sha256,
+        "dataset": dataset,
+        "n": len(indices),
+        "images": _image_digest(ds, indices),
+        "protocol": cfg.protocol,
+        "mode": cfg.mode,
+        "test": cfg.test,
+        "world": world,
+        "merge": cfg.merge,
+        "amp": amp,
+    }
+    state = ResumeState(
+        state_path(out_path, rank, world) if out_path else None,
+        fingerprint,
+        every_images=state_every,
+        every_seconds=state_seconds,
+    )
     if out_path is not None and out_path.exists() and resume and not (state.path and state.path.exists()):
         return _finished(out_path, fingerprint)
-    net = net if net is not None else create_model(weights.arch, num_classes=get_spec(dataset).num_classes,
-                                                   checkpoint=weights.path)
+    net = (
+        net
+        if net is not None
+        else create_model(weights.arch, num_classes=get_spec(dataset).num_classes, checkpoint=weights.path)
+    )
     net = net.to(device).eval()
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = False  # mmseg's benchmark setting; shapes vary per image anyway
@@ -416,17 +492,44 @@ def evaluate(model: str | nn.Module, dataset: str, data_root: str | os.PathLike,
     skipped = _gather_lists(state.skipped)
     summary = acc.summary(get_spec(dataset).classes)
     result = record(
-        "eval", model=weights.model, arch=weights.arch, zoo_entry=weights.entry, weights=weights.source,
-        checkpoint=weights.path, checkpoint_sha256=weights.sha256, weights_verified=weights.verified,
-        dataset=dataset, data_root=str(ds.root), num_images=len(indices), complete=limit is None or
-        limit >= len(ds), recipe=cfg.recipe, test=cfg.test, protocol=cfg.protocol, mode=cfg.mode, merge=cfg.merge,
-        aAcc=summary["aAcc"], mIoU=summary["mIoU"], mAcc=summary["mAcc"], per_class=summary["per_class"],
-        areas={k: v.tolist() for k, v in acc.state_dict().items()}, skipped=skipped, device=device,
-        device_name=device_name(device), world_size=world, amp=amp, batch_size=batch_size, versions=versions(),
+        "eval",
+        model=weights.model,
+        arch=weights.arch,
+        zoo_entry=weights.entry,
+        weights=weights.source,
+        checkpoint=weights.path,
+        checkpoint_sha256=weights.sha256,
+        weights_verified=weights.verified,
+        dataset=dataset,
+        data_root=str(ds.root),
+        num_images=len(indices),
+        complete=limit is None or limit >= len(ds),
+        recipe=cfg.recipe,
+        test=cfg.test,
+        protocol=cfg.protocol,
+        mode=cfg.mode,
+        merge=cfg.merge,
+        aAcc=summary["aAcc"],
+        mIoU=summary["mIoU"],
+        mAcc=summary["mAcc"],
+        per_class=summary["per_class"],
+        areas={k: v.tolist() for k, v in acc.state_dict().items()},
+        skipped=skipped,
+        device=device,
+        device_name=device_name(device),
+        world_size=world,
+        amp=amp,
+        batch_size=batch_size,
+        versions=versions(),
         fingerprint=fingerprint,
-        timings={"wall_s": wall, "model_s": timed.seconds, "forwards": timed.calls,
-                 "images_per_s": len(todo) / wall if wall else None,
-                 "outside_model_share": 1 - timed.seconds / wall if wall else None})
+        timings={
+            "wall_s": wall,
+            "model_s": timed.seconds,
+            "forwards": timed.calls,
+            "images_per_s": len(todo) / wall if wall else None,
+            "outside_model_share": 1 - timed.seconds / wall if wall else None,
+        },
+    )
     if out_path is not None and rank == 0:
         write_json(out_path, result)
         for r in range(world):  # the final result supersedes the resume state
@@ -442,6 +545,8 @@ def _finished(out_path: Path, fingerprint: dict) -> dict:
         raise ResultError(f"{out_path}: cannot be read as a finished result ({e}); pass --overwrite") from None
     if done.get("fingerprint") != fingerprint:
         what = _describe_change(done.get("fingerprint") or {}, fingerprint)
-        raise ResultError(f"{out_path} holds a finished result of a different run ({what}); choose another --out, "
-                          f"or --overwrite to replace it")
+        raise ResultError(
+            f"{out_path} holds a finished result of a different run ({what}); choose another --out, "
+            f"or --overwrite to replace it"
+        )
     return done

@@ -1,13 +1,14 @@
 """Atomic result files: readers (and interrupted runs) never see a half-written file."""
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 
 def atomic_write_bytes(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -62,8 +63,9 @@ def check_writable(path: str | os.PathLike, what: str = "--out") -> Path:
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise OutputError(f"{what} {path}: cannot write there ({e.strerror or type(e).__name__}); choose another "
-                          f"{what}") from None
+        raise OutputError(
+            f"{what} {path}: cannot write there ({e.strerror or type(e).__name__}); choose another {what}"
+        ) from None
     if path.is_dir():
         raise OutputError(f"{what} {path}: is a folder; give a file name")
     return path

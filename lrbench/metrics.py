@@ -6,6 +6,7 @@ union_c = pred_c + label_c - intersect_c.  IoU_c = intersect_c / union_c, Acc_c 
 aAcc = sum(intersect) / sum(label), mIoU / mAcc = nan-mean over classes (a class absent from both prediction and
 labels has 0/0 = NaN and is skipped). Reported in percent.
 """
+
 from __future__ import annotations
 
 import torch
@@ -69,7 +70,11 @@ def summarize(areas: dict[str, torch.Tensor], class_names: tuple[str, ...] | Non
         return None if torch.isnan(x) else float(x) * 100
 
     return {
-        "aAcc": pct(aacc), "mIoU": pct(torch.nanmean(iou)), "mAcc": pct(torch.nanmean(acc)),
-        "per_class": [{"class": n, "IoU": pct(i), "Acc": pct(c), "pixels": int(t)}
-                      for n, i, c, t in zip(names, iou, acc, a["label"])],
+        "aAcc": pct(aacc),
+        "mIoU": pct(torch.nanmean(iou)),
+        "mAcc": pct(torch.nanmean(acc)),
+        "per_class": [
+            {"class": n, "IoU": pct(i), "Acc": pct(c), "pixels": int(t)}
+            for n, i, c, t in zip(names, iou, acc, a["label"])
+        ],
     }

@@ -1,5 +1,6 @@
 """Fixed vocabularies shared by the command line and the library, importable without torch (the CLI offers them as
 choices before anything heavy is imported). The library checks its own tables against these in tests."""
+
 from __future__ import annotations
 
 FAMILIES = ("lrformer", "segformer", "upernet-swin")

@@ -1,5 +1,6 @@
 """Recipes: one YAML file per model family (or variant) x dataset in ``recipes/``: the test pipeline and the input
 size the published FLOPs are counted at. Class counts and label conventions are the dataset's (``lrbench.datasets``)."""
+
 from __future__ import annotations
 
 import functools
@@ -17,7 +18,7 @@ RECIPES_DIR = Path(os.environ.get("LRBENCH_RECIPES") or data_dir("recipes"))
 REQUIRED = ("name", "family", "dataset", "test", "flops_shape")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_recipes() -> dict[str, dict]:
     """All recipes by name; each is validated for the keys every consumer relies on."""
     out = {}
@@ -51,6 +52,8 @@ def default_recipe(arch: str, dataset: str) -> dict:
         if cand in recipes:
             return recipes[cand]
     have = sorted({r["dataset"] for r in recipes.values() if r["family"] == family})
-    raise ConfigError(f"no test recipe for {arch} on {dataset} ({family} has recipes for {', '.join(have)}); "
-                      f"write recipes/{family}_{dataset}.yaml (see recipes/{family}_{have[0]}.yaml) or pick another "
-                      f"--dataset")
+    raise ConfigError(
+        f"no test recipe for {arch} on {dataset} ({family} has recipes for {', '.join(have)}); "
+        f"write recipes/{family}_{dataset}.yaml (see recipes/{family}_{have[0]}.yaml) or pick another "
+        f"--dataset"
+    )

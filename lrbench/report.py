@@ -12,6 +12,7 @@ split, nothing skipped) of the entry's own published weights (pulled from the zo
 manifest's) with the entry's recipe, protocol and mode. Every other eval -- a ``--limit`` smoke test, a local
 checkpoint, another mode -- is listed under "Your runs" with the reason, and never changes a verdict.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,12 +22,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import __version__
 from .claims import plot_claims
 from .datasets import DATASETS
 from .fileio import atomic_write_bytes
 from .recipes import get_recipe
 from .results import git_commit, load_results
+from .version import __version__
 from .zoo import ZooEntry, load_zoo
 
 FLOPS_TOL = 0.05
@@ -88,8 +89,11 @@ def _miou_cell(entry: ZooEntry, protocol: str, counted: list[dict]) -> tuple[flo
         if published is None:
             return None, "–"
         if entry.hub is None:
-            return None, ("pending: no released weights; with your own: "
-                          + eval_command(entry, protocol)[:-1] + " --checkpoint FILE`")
+            return None, (
+                "pending: no released weights; with your own: "
+                + eval_command(entry, protocol)[:-1]
+                + " --checkpoint FILE`"
+            )
         return None, "pending: " + eval_command(entry, protocol)
     measured = run["mIoU"]
     if published is None:
@@ -116,36 +120,68 @@ def dataset_table(dataset: str, zoo: dict, results: dict[str, list[dict]]) -> pd
             cost = "matches" if abs(gflops - pub["gflops"]) / pub["gflops"] <= FLOPS_TOL else "differs"
         ss, v_ss = _miou_cell(e, "ss", counted)
         ms, v_ms = _miou_cell(e, "ms", counted)
-        rows.append({
-            "model": e.name, "family": e.family, "input": f"{shape[0]}x{shape[1]}" if shape else None,
-            "params_pub": pub.get("params_m"), "params": params,
-            "gflops_pub": pub.get("gflops"), "gflops": gflops,
-            "gflops_delta_pct": (gflops / pub["gflops"] - 1) * 100 if gflops and pub.get("gflops") else None,
-            "cost_verdict": cost,
-            "miou_ss_pub": pub.get("miou_ss"), "miou_ss": ss,
-            "miou_ss_delta": ss - pub["miou_ss"] if ss is not None and pub.get("miou_ss") is not None else None,
-            "miou_ss_verdict": v_ss,
-            "miou_ms_pub": pub.get("miou_ms"), "miou_ms": ms,
-            "miou_ms_delta": ms - pub["miou_ms"] if ms is not None and pub.get("miou_ms") is not None else None,
-            "miou_ms_verdict": v_ms,
-        })
+        rows.append(
+            {
+                "model": e.name,
+                "family": e.family,
+                "input": f"{shape[0]}x{shape[1]}" if shape else None,
+                "params_pub": pub.get("params_m"),
+                "params": params,
+                "gflops_pub": pub.get("gflops"),
+                "gflops": gflops,
+                "gflops_delta_pct": (gflops / pub["gflops"] - 1) * 100 if gflops and pub.get("gflops") else None,
+                "cost_verdict": cost,
+                "miou_ss_pub": pub.get("miou_ss"),
+                "miou_ss": ss,
+                "miou_ss_delta": ss - pub["miou_ss"] if ss is not None and pub.get("miou_ss") is not None else None,
+                "miou_ss_verdict": v_ss,
+                "miou_ms_pub": pub.get("miou_ms"),
+                "miou_ms": ms,
+                "miou_ms_delta": ms - pub["miou_ms"] if ms is not None and pub.get("miou_ms") is not None else None,
+                "miou_ms_verdict": v_ms,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    cols = ["model", "input", "params (M) pub / meas", "GFLOPs pub / meas (Δ%)", "cost", "mIoU ss pub / meas (Δ)",
-            "mIoU ss verdict", "mIoU ms pub / meas (Δ)", "mIoU ms verdict"]
+    cols = [
+        "model",
+        "input",
+        "params (M) pub / meas",
+        "GFLOPs pub / meas (Δ%)",
+        "cost",
+        "mIoU ss pub / meas (Δ)",
+        "mIoU ss verdict",
+        "mIoU ms pub / meas (Δ)",
+        "mIoU ms verdict",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in df.itertuples():
-        d_g = f" ({r.gflops_delta_pct:+.1f}%)" if r.gflops_delta_pct is not None and not pd.isna(r.gflops_delta_pct) \
+        d_g = (
+            f" ({r.gflops_delta_pct:+.1f}%)"
+            if r.gflops_delta_pct is not None and not pd.isna(r.gflops_delta_pct)
             else ""
+        )
         d_ss = f" ({r.miou_ss_delta:+.2f})" if _num(r.miou_ss_delta) else ""
         d_ms = f" ({r.miou_ms_delta:+.2f})" if _num(r.miou_ms_delta) else ""
-        lines.append("| " + " | ".join([
-            r.model, r.input or "–", f"{_f(r.params_pub, 'g')} / {_f(r.params, '.2f')}",
-            f"{_f(r.gflops_pub, 'g')} / {_f(r.gflops, '.1f')}{d_g}", r.cost_verdict,
-            f"{_f(r.miou_ss_pub)} / {_f(r.miou_ss, '.2f')}{d_ss}", r.miou_ss_verdict,
-            f"{_f(r.miou_ms_pub)} / {_f(r.miou_ms, '.2f')}{d_ms}", r.miou_ms_verdict]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r.model,
+                    r.input or "–",
+                    f"{_f(r.params_pub, 'g')} / {_f(r.params, '.2f')}",
+                    f"{_f(r.gflops_pub, 'g')} / {_f(r.gflops, '.1f')}{d_g}",
+                    r.cost_verdict,
+                    f"{_f(r.miou_ss_pub)} / {_f(r.miou_ss, '.2f')}{d_ss}",
+                    r.miou_ss_verdict,
+                    f"{_f(r.miou_ms_pub)} / {_f(r.miou_ms, '.2f')}{d_ms}",
+                    r.miou_ms_verdict,
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -158,8 +194,10 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
     much; holds when LRFormer's mIoU is higher. Measured GFLOPs / mIoU are used where present, else published."""
     out = []
     for dataset, df in tables.items():
+
         def pick(r, key):
             return (r[key], "measured") if _num(r[key]) else (r[f"{key}_pub"], "published")
+
         lr = df[df.family == "lrformer"]
         sf = df[df.family == "segformer"]
         for _, a in lr.iterrows():
@@ -172,12 +210,14 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
             if not rivals:
                 continue
             (gb, gb_src), (mb, mb_src), name = rivals[0]
-            out.append({
-                "claim": f"{a.model.split('_')[0]} beats {name.split('_')[0]} on {dataset} at fewer FLOPs",
-                "verdict": "holds" if ma > mb else "fails",
-                "evidence": f"mIoU {ma:.1f} ({ma_src}) vs {mb:.1f} ({mb_src}) at {ga:.1f} ({ga_src}) vs "
-                            f"{gb:.1f} ({gb_src}) GFLOPs",
-            })
+            out.append(
+                {
+                    "claim": f"{a.model.split('_')[0]} beats {name.split('_')[0]} on {dataset} at fewer FLOPs",
+                    "verdict": "holds" if ma > mb else "fails",
+                    "evidence": f"mIoU {ma:.1f} ({ma_src}) vs {mb:.1f} ({mb_src}) at {ga:.1f} ({ga_src}) vs "
+                    f"{gb:.1f} ({gb_src}) GFLOPs",
+                }
+            )
     return out
 
 
@@ -185,64 +225,108 @@ def build_tables(results: dict[str, list[dict]], zoo: dict) -> dict[str, pd.Data
     return {d: dataset_table(d, zoo, results) for d in DATASET_TITLES}
 
 
-def render(results: dict[str, list[dict]], zoo: dict, plots: dict[str, str] | None = None,
-           commit: str | None = None, tables: dict[str, pd.DataFrame] | None = None) -> tuple[str, pd.DataFrame]:
+def render(
+    results: dict[str, list[dict]],
+    zoo: dict,
+    plots: dict[str, str] | None = None,
+    commit: str | None = None,
+    tables: dict[str, pd.DataFrame] | None = None,
+) -> tuple[str, pd.DataFrame]:
     """(Markdown, combined CSV table) for the given results; deterministic in its inputs."""
     tables = tables or build_tables(results, zoo)
     claims = (results["claims"][-1]["claims"] if results["claims"] else []) + family_claims(tables)
     dates = sorted(r.get("date") for k in results for r in results[k] if r.get("date"))
-    devices = sorted({r.get("device_name") for k in ("speed", "claims", "eval") for r in results[k]
-                      if r.get("device_name")} | {r["meta"]["device_name"] for r in results["claims"]})
-    L = ["# LRFormer reproduction results", "",
-         "_Generated by `lrbench report` from the result files and the zoo manifest; do not edit by hand._", ""]
+    devices = sorted(
+        {r.get("device_name") for k in ("speed", "claims", "eval") for r in results[k] if r.get("device_name")}
+        | {r["meta"]["device_name"] for r in results["claims"]}
+    )
+    L = [
+        "# LRFormer reproduction results",
+        "",
+        "_Generated by `lrbench report` from the result files and the zoo manifest; do not edit by hand._",
+        "",
+    ]
     held = sum(c["verdict"] == "holds" for c in claims)
     n_eval = sum(1 for t in tables.values() for v in t.miou_ss_verdict if v == "reproduced")
     pending = sum(1 for t in tables.values() for v in t.miou_ss_verdict if str(v).startswith("pending"))
-    L += ["## Summary", "",
-          f"- Claims: **{held} of {len(claims)} hold** on the measurements below"
-          + (f"; failing: {', '.join(c['claim'] for c in claims if c['verdict'] != 'holds')}." if held < len(claims)
-             else "."),
-          f"- Complexity: {sum((t.cost_verdict == 'matches').sum() for t in tables.values())} of "
-          f"{sum(t.gflops_pub.notna().sum() for t in tables.values())} published GFLOPs figures match the measured "
-          f"count within {FLOPS_TOL:.0%}.",
-          f"- mIoU (single scale): {n_eval} reproduced within {MIOU_TOL} mIoU, {pending} pending "
-          f"(needs a dataset and weights; each row gives the command).", ""]
+    L += [
+        "## Summary",
+        "",
+        f"- Claims: **{held} of {len(claims)} hold** on the measurements below"
+        + (
+            f"; failing: {', '.join(c['claim'] for c in claims if c['verdict'] != 'holds')}."
+            if held < len(claims)
+            else "."
+        ),
+        f"- Complexity: {sum((t.cost_verdict == 'matches').sum() for t in tables.values())} of "
+        f"{sum(t.gflops_pub.notna().sum() for t in tables.values())} published GFLOPs figures match the measured "
+        f"count within {FLOPS_TOL:.0%}.",
+        f"- mIoU (single scale): {n_eval} reproduced within {MIOU_TOL} mIoU, {pending} pending "
+        f"(needs a dataset and weights; each row gives the command).",
+        "",
+    ]
     L += ["## Claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
     L += [f"| {c['claim']} | **{c['verdict']}** | {c['evidence']} |" for c in claims]
     if plots and plots.get("claims"):
         L += ["", f"![LRSA vs MHSA vs SRA cost]({plots['claims']})"]
     if results["claims"]:
         m = results["claims"][-1]["meta"]
-        L += ["", f"Attention layers: one per stage at LRFormer-S / SegFormer-B2 widths; latency on {m['device_name']}"
-                  f" (torch {m['torch']}, {m['iters']} iterations, layers over {m['max_gmacs']} GMACs not timed)."]
+        L += [
+            "",
+            f"Attention layers: one per stage at LRFormer-S / SegFormer-B2 widths; latency on {m['device_name']}"
+            f" (torch {m['torch']}, {m['iters']} iterations, layers over {m['max_gmacs']} GMACs not timed).",
+        ]
     for d, title in DATASET_TITLES.items():
         L += ["", f"## {title}", "", _md_table(tables[d])]
         if plots and plots.get(d):
             L += ["", f"![mIoU vs GFLOPs on {d}]({plots[d]})"]
-    L += ["", "GFLOPs: fvcore, one multiply-add = one FLOP, backbone + decode head, at the published input size. "
-              f"mIoU verdict tolerance ±{MIOU_TOL}; GFLOPs ±{FLOPS_TOL:.0%}."]
+    L += [
+        "",
+        "GFLOPs: fvcore, one multiply-add = one FLOP, backbone + decode head, at the published input size. "
+        f"mIoU verdict tolerance ±{MIOU_TOL}; GFLOPs ±{FLOPS_TOL:.0%}.",
+    ]
     _, others = split_evals(results["eval"], zoo)
     if others:
-        L += ["", "## Your runs (not counted)", "",
-              "Evaluations that are not a complete run of an entry's published weights with its recipe. They are "
-              "listed for reference and change no verdict above.", "",
-              "| result | model | dataset | protocol | images | mIoU | why not counted |", "|---|---|---|---|---|---|---|"]
+        L += [
+            "",
+            "## Your runs (not counted)",
+            "",
+            "Evaluations that are not a complete run of an entry's published weights with its recipe. They are "
+            "listed for reference and change no verdict above.",
+            "",
+            "| result | model | dataset | protocol | images | mIoU | why not counted |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for run, why in sorted(others, key=lambda o: o[0].get("_path", "")):
-            L.append(f"| {run.get('_path', '–')} | {run['model']} | {run['dataset']} | {run['protocol']} | {run['num_images']} | "
-                     f"{_f(run['mIoU'], '.2f')} | {why} |")
+            L.append(
+                f"| {run.get('_path', '–')} | {run['model']} | {run['dataset']} | {run['protocol']} | {run['num_images']} | "
+                f"{_f(run['mIoU'], '.2f')} | {why} |"
+            )
     if results["speed"]:
-        L += ["", "## Speed", "", "| model | input | batch | dtype | device | torch | median ms (IQR) | images/s |",
-              "|---|---|---|---|---|---|---|---|"]
+        L += [
+            "",
+            "## Speed",
+            "",
+            "| model | input | batch | dtype | device | torch | median ms (IQR) | images/s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in sorted(results["speed"], key=lambda r: (r["device_name"], r["model"], r["shape"])):
-            L.append(f"| {r['model']} | {r['shape'][0]}x{r['shape'][1]} | {r['batch_size']} | {r['dtype']}"
-                     f"{' cl' if r['channels_last'] else ''}{' compiled' if r['compile'] else ''} | {r['device_name']} "
-                     f"| {r['torch']} | {r['median_ms']:.1f} ({r['iqr_ms']:.1f}) | {r['images_per_s']:.2f} |")
-    L += ["", "## Provenance", "",
-          f"- lrbench {__version__}, git {commit or git_commit()}, torch {torch.__version__}",
-          f"- devices: {', '.join(devices) or '–'}",
-          f"- results dated {dates[0] if dates else '–'} to {dates[-1] if dates else '–'}",
-          f"- inputs: {sum(len(v) for v in results.values())} result files "
-          f"({', '.join(f'{len(v)} {k}' for k, v in results.items())})", ""]
+            L.append(
+                f"| {r['model']} | {r['shape'][0]}x{r['shape'][1]} | {r['batch_size']} | {r['dtype']}"
+                f"{' cl' if r['channels_last'] else ''}{' compiled' if r['compile'] else ''} | {r['device_name']} "
+                f"| {r['torch']} | {r['median_ms']:.1f} ({r['iqr_ms']:.1f}) | {r['images_per_s']:.2f} |"
+            )
+    L += [
+        "",
+        "## Provenance",
+        "",
+        f"- lrbench {__version__}, git {commit or git_commit()}, torch {torch.__version__}",
+        f"- devices: {', '.join(devices) or '–'}",
+        f"- results dated {dates[0] if dates else '–'} to {dates[-1] if dates else '–'}",
+        f"- inputs: {sum(len(v) for v in results.values())} result files "
+        f"({', '.join(f'{len(v)} {k}' for k, v in results.items())})",
+        "",
+    ]
     csv = pd.concat([t.assign(dataset=d) for d, t in tables.items()], ignore_index=True)
     return "\n".join(L), csv
 
@@ -258,14 +342,21 @@ def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for fam, style in (("lrformer", "o-"), ("segformer", "s--"), ("upernet-swin", "^-.")):
         sub = df[(df.family == fam) & ~df.model.str.contains("-in22k")]
-        pts = sorted((g if _num(g) else gp, m if _num(m) else mp, n.split("_")[0]) for g, gp, m, mp, n in zip(
-            sub.gflops, sub.gflops_pub, sub.miou_ss, sub.miou_ss_pub, sub.model) if _num(g if _num(g) else gp)
-            and _num(m if _num(m) else mp))
+        pts = sorted(
+            (g if _num(g) else gp, m if _num(m) else mp, n.split("_")[0])
+            for g, gp, m, mp, n in zip(sub.gflops, sub.gflops_pub, sub.miou_ss, sub.miou_ss_pub, sub.model)
+            if _num(g if _num(g) else gp) and _num(m if _num(m) else mp)
+        )
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=fam)
             for g, m, n in pts:
-                ax.annotate(n.replace("lrformer-", "").replace("segformer-", "").replace("upernet-swin-", "swin-"),
-                            (g, m), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    n.replace("lrformer-", "").replace("segformer-", "").replace("upernet-swin-", "swin-"),
+                    (g, m),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
     ax.set_xscale("log")
     ax.set_xlabel("GFLOPs at each model's published input (measured where available)")
     ax.set_ylabel("mIoU single scale (measured, else published)")

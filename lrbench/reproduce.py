@@ -2,11 +2,12 @@
 claims study, a short speed run, then (with ``data_root``) every eval whose dataset folder and weights are
 available, and finally the report. Results go to a ``results/`` folder and plots to ``plots/`` beside the report
 unless given elsewhere, so ``--out X`` never touches the current folder's files."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import claims, complexity, speed
 from .datasets import DATASETS
@@ -32,9 +33,15 @@ def _has_dataset(root: Path, entry: ZooEntry) -> bool:
     return (root / spec.folder).is_dir() or (root / spec.img_dir).is_dir()
 
 
-def reproduce(data_root: str | None = None, quick: bool = False, results_dir: str | None = None,
-              out: str = "RESULTS.md", plots_dir: str | None = None, device: str = "cpu",
-              progress: Callable[[int, int, str], None] | None = None) -> Outcome:
+def reproduce(
+    data_root: str | None = None,
+    quick: bool = False,
+    results_dir: str | None = None,
+    out: str = "RESULTS.md",
+    plots_dir: str | None = None,
+    device: str = "cpu",
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Outcome:
     """Run the main job and write the report; ``quick`` keeps the FLOPs of the cheap ADE20K-sized models only, fewer
     claim sizes and fewer speed iterations."""
     out_path = check_writable(out)
@@ -43,8 +50,13 @@ def reproduce(data_root: str | None = None, quick: bool = False, results_dir: st
     if data_root is not None and not Path(data_root).is_dir():
         raise LrbenchError(f"--data-root {data_root}: folder not found")
     zoo = load_zoo()
-    flops_jobs = sorted({(e.arch, tuple(e.published["flops_shape"]), e.num_classes) for e in zoo.values()
-                         if e.published.get("flops_shape")})
+    flops_jobs = sorted(
+        {
+            (e.arch, tuple(e.published["flops_shape"]), e.num_classes)
+            for e in zoo.values()
+            if e.published.get("flops_shape")
+        }
+    )
     if quick:
         flops_jobs = [j for j in flops_jobs if j[1][0] * j[1][1] <= 640 * 640]
     eval_jobs = [e for e in zoo.values() if data_root and _has_dataset(Path(data_root), e)]
@@ -62,16 +74,18 @@ def reproduce(data_root: str | None = None, quick: bool = False, results_dir: st
         res = complexity.count_flops(arch, shape, k)
         write_result(rdir / "flops" / f"{arch}_{shape[0]}x{shape[1]}_{k}.json", "flops", **res)
     step("claims study")
-    write_result(rdir / "claims.json", "claims", **claims.run_claims(claims.QUICK_SIZES if quick else None,
-                                                                      device=device))
+    write_result(
+        rdir / "claims.json", "claims", **claims.run_claims(claims.QUICK_SIZES if quick else None, device=device)
+    )
     for name in SPEED_MODELS:
         step(f"speed {name} 512x512")
         res = speed.measure_speed(name, (512, 512), device=device, warmup=1 if quick else 2, iters=3 if quick else 10)
         write_result(rdir / "speed" / f"{name}_512x512_{device}.json", "speed", **res)
     outcome = Outcome(report={})
     if data_root:
-        outcome.skipped += [(e.name, f"no {e.dataset} folder under --data-root") for e in zoo.values()
-                            if e not in eval_jobs]
+        outcome.skipped += [
+            (e.name, f"no {e.dataset} folder under --data-root") for e in zoo.values() if e not in eval_jobs
+        ]
     for e in eval_jobs:
         step(f"eval {e.name}")
         path = rdir / "eval" / f"{e.name}_ss.json"

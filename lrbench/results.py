@@ -1,6 +1,7 @@
 """Result records and their provenance: every measurement lrbench writes (``kind``: flops, speed, claims, eval) is a
 JSON object built by :func:`record` and read back by :func:`load_results`, which checks the fields the report uses
 and names the file when one is missing."""
+
 from __future__ import annotations
 
 import json
@@ -11,16 +12,27 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
 from .errors import ResultError, UsageError
 from .fileio import now_iso, write_json
+from .version import __version__
 
 KINDS = ("flops", "speed", "claims", "eval")
 # The fields the report reads, per kind: a file without them is named in the error instead of failing later.
 REQUIRED = {
     "flops": ("model", "shape", "num_classes", "params", "gflops"),
-    "speed": ("model", "shape", "batch_size", "dtype", "channels_last", "compile", "device_name", "torch",
-              "median_ms", "iqr_ms", "images_per_s"),
+    "speed": (
+        "model",
+        "shape",
+        "batch_size",
+        "dtype",
+        "channels_last",
+        "compile",
+        "device_name",
+        "torch",
+        "median_ms",
+        "iqr_ms",
+        "images_per_s",
+    ),
     "claims": ("meta", "claims"),
     "eval": ("model", "dataset", "protocol", "num_images", "mIoU"),
 }
@@ -64,8 +76,13 @@ def versions() -> dict:
     import numpy
     import PIL
 
-    return {"lrbench": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "pillow": PIL.__version__,
-            "python": platform.python_version()}
+    return {
+        "lrbench": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def git_commit() -> str:
@@ -75,8 +92,10 @@ def git_commit() -> str:
     paths = ["lrbench", "zoo", "recipes"]
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args, "--", *paths], capture_output=True, text=True, timeout=5,
-                              cwd=top).stdout.strip()
+        return subprocess.run(
+            ["git", *args, "--", *paths], capture_output=True, text=True, timeout=5, cwd=top
+        ).stdout.strip()
+
     try:
         commit = git("log", "-1", "--format=%h")
         return (commit + ("-dirty" if git("status", "--porcelain") else "")) if commit else "unknown"
@@ -98,7 +117,8 @@ def load_results(results_dir: str | os.PathLike) -> dict[str, list[dict]]:
         if isinstance(obj, dict) and obj.get("kind") in out:
             missing = [k for k in REQUIRED[obj["kind"]] if k not in obj]
             if missing:
-                raise ResultError(f"{path}: a {obj['kind']} result without {', '.join(missing)}; remove or "
-                                  f"regenerate it")
+                raise ResultError(
+                    f"{path}: a {obj['kind']} result without {', '.join(missing)}; remove or regenerate it"
+                )
             out[obj["kind"]].append(obj | {"_path": path.relative_to(root).as_posix()})
     return out

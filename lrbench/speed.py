@@ -5,12 +5,14 @@ CPU: ``time.perf_counter``. Always ``torch.inference_mode``; warm-up iterations 
 inter-quartile range are reported (robust to the odd slow iteration). Results carry the device, torch version and
 every setting, so a number is never separated from how it was measured.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -28,8 +30,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_forward(fn: Callable[[], Any], device: str = "cpu", warmup: int = 3, iters: int = 10,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+def time_forward(
+    fn: Callable[[], Any],
+    device: str = "cpu",
+    warmup: int = 3,
+    iters: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Run ``fn`` ``warmup`` times, then time ``iters`` calls; returns per-call milliseconds and summary stats.
     ``progress(done, total)`` is called after every call (warm-up included)."""
     if iters < 1 or warmup < 0:
@@ -57,14 +64,28 @@ def time_forward(fn: Callable[[], Any], device: str = "cpu", warmup: int = 3, it
             if progress:
                 progress(warmup + len(times), warmup + iters)
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0], "mean_ms": statistics.fmean(times),
-            "min_ms": min(times), "times_ms": times}
+    return {
+        "median_ms": statistics.median(times),
+        "iqr_ms": q[2] - q[0],
+        "mean_ms": statistics.fmean(times),
+        "min_ms": min(times),
+        "times_ms": times,
+    }
 
 
-def measure_speed(model_name: str, shape: tuple[int, int], batch_size: int = 1, dtype: str = "fp32",
-                  channels_last: bool = False, compile: bool = False, device: str = "cpu", warmup: int = 3,
-                  iters: int = 10, num_classes: int = 150,
-                  progress: Callable[[int, int], None] | None = None) -> dict:
+def measure_speed(
+    model_name: str,
+    shape: tuple[int, int],
+    batch_size: int = 1,
+    dtype: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    device: str = "cpu",
+    warmup: int = 3,
+    iters: int = 10,
+    num_classes: int = 150,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Latency and images/s of one architecture's forward at ``shape`` (H, W) with random normalised input."""
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
@@ -72,8 +93,9 @@ def measure_speed(model_name: str, shape: tuple[int, int], batch_size: int = 1, 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     if dtype == "fp16" and not device.startswith("cuda"):
-        raise UsageError("--dtype fp16 needs --device cuda (CPU fp16 kernels are slow and unrepresentative); "
-                         "use bf16 or fp32 on CPU")
+        raise UsageError(
+            "--dtype fp16 needs --device cuda (CPU fp16 kernels are slow and unrepresentative); use bf16 or fp32 on CPU"
+        )
     if len(shape) != 2 or min(shape) < 32:
         raise UsageError(f"--shape must be two sizes H W of at least 32 pixels, got {list(shape)}")
     model = create_model(model_name, num_classes=num_classes).to(device)
@@ -92,10 +114,22 @@ def measure_speed(model_name: str, shape: tuple[int, int], batch_size: int = 1, 
 
     t = time_forward(step, device, warmup, iters, progress)
     return {
-        "model": model_name, "shape": list(shape), "num_classes": num_classes, "batch_size": batch_size, "dtype": dtype,
-        "channels_last": channels_last, "compile": compile, "device": device, "device_name": device_name(device),
-        "torch": torch.__version__, "warmup": warmup, "iters": iters,
-        "median_ms": t["median_ms"], "iqr_ms": t["iqr_ms"], "mean_ms": t["mean_ms"], "min_ms": t["min_ms"],
+        "model": model_name,
+        "shape": list(shape),
+        "num_classes": num_classes,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "channels_last": channels_last,
+        "compile": compile,
+        "device": device,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "warmup": warmup,
+        "iters": iters,
+        "median_ms": t["median_ms"],
+        "iqr_ms": t["iqr_ms"],
+        "mean_ms": t["mean_ms"],
+        "min_ms": t["min_ms"],
         "images_per_s": batch_size * 1e3 / t["median_ms"],
         "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
     }

@@ -12,6 +12,7 @@ file's metadata once with a short timeout and no retries: an unreachable hub or 
 seconds instead of after huggingface_hub's ~25 s of retries. Entries can be overridden (repo, file, revision, sha256)
 per call or by a local manifest named in ``$LRBENCH_ZOO`` whose entries replace or extend the shipped ones.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -25,13 +26,13 @@ from pathlib import Path
 import torch.nn as nn
 import yaml
 
-from . import __version__
 from .checkpoint import CheckpointError, match_state_dict, read_state_dict, save_safetensors
 from .datasets import DATASETS, DEFAULT_DATASET, get_spec
 from .errors import UnknownNameError, UsageError, ZooError
 from .fileio import data_dir
 from .models import ARCH_FAMILY, convert_weights, create_model, guess_architecture, model_family
 from .recipes import default_recipe, get_recipe, load_recipes
+from .version import __version__
 
 ZOO_FILE = data_dir("zoo") / "models.yaml"
 _HUB_KEYS = {"repo_id", "filename", "revision", "sha256", "filename_verified"}
@@ -69,6 +70,7 @@ class ZooEntry:
 
 def _validate(name: str, raw: dict, source: Path) -> ZooEntry:
     """Schema check of one manifest entry; raises ZooError naming the file, entry and field."""
+
     def bad(msg: str) -> ZooError:
         return ZooError(f"{source}: entry '{name}': {msg}")
 
@@ -90,8 +92,10 @@ def _validate(name: str, raw: dict, source: Path) -> ZooEntry:
     hub = raw["hub"]
     if hub is not None:
         if not isinstance(hub, dict) or not {"repo_id", "filename"} <= set(hub) or set(hub) - _HUB_KEYS:
-            raise bad(f"hub must be null or a mapping with repo_id, filename and optionally "
-                      f"{', '.join(sorted(_HUB_KEYS - {'repo_id', 'filename'}))}")
+            raise bad(
+                f"hub must be null or a mapping with repo_id, filename and optionally "
+                f"{', '.join(sorted(_HUB_KEYS - {'repo_id', 'filename'}))}"
+            )
         sha = hub.get("sha256")
         if sha is not None and (len(str(sha)) != 64 or any(c not in "0123456789abcdef" for c in str(sha))):
             raise bad("hub.sha256 must be 64 lower-case hex digits or null")
@@ -146,14 +150,18 @@ def list_entries(dataset: str | None = None, family: str | None = None) -> list[
     if dataset is not None:
         get_spec(dataset)
     check_family(family)
-    return [e for e in load_zoo().values()
-            if (dataset is None or e.dataset == dataset) and (family is None or e.family == family)]
+    return [
+        e
+        for e in load_zoo().values()
+        if (dataset is None or e.dataset == dataset) and (family is None or e.family == family)
+    ]
 
 
 @dataclass(frozen=True)
 class Resolved:
     """What a name means on a dataset: the architecture, the zoo entry (None for an architecture the zoo has no entry
     for on that dataset), the test recipe and the class count."""
+
     arch: str
     dataset: str
     recipe: dict
@@ -234,25 +242,39 @@ def _check_sha256(sha256: str | None) -> str | None:
 
 def _hub_failure(entry: ZooEntry, hub: Hub, cause: BaseException) -> ZooError:
     """The one line for a download that failed, from huggingface_hub's root cause."""
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     where = f"{hub.repo_id}/{hub.filename}@{hub.revision}"
-    if isinstance(cause, (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError)) and \
-            not isinstance(cause, LocalEntryNotFoundError):
-        return ZooError(f"{entry.name}: {where} does not exist on the hub ({type(cause).__name__}); set the right "
-                        f"file with --repo-id/--filename/--revision or in a local manifest ($LRBENCH_ZOO)")
+    if isinstance(cause, (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError)) and not isinstance(
+        cause, LocalEntryNotFoundError
+    ):
+        return ZooError(
+            f"{entry.name}: {where} does not exist on the hub ({type(cause).__name__}); set the right "
+            f"file with --repo-id/--filename/--revision or in a local manifest ($LRBENCH_ZOO)"
+        )
     if isinstance(cause, HfHubHTTPError) and getattr(cause, "response", None) is not None:
-        return ZooError(f"{entry.name}: the hub at {os.environ.get('HF_ENDPOINT') or 'huggingface.co'} answered "
-                        f"HTTP {cause.response.status_code} for {where}; try again later, or check HF_ENDPOINT "
-                        f"and your token")
+        return ZooError(
+            f"{entry.name}: the hub at {os.environ.get('HF_ENDPOINT') or 'huggingface.co'} answered "
+            f"HTTP {cause.response.status_code} for {where}; try again later, or check HF_ENDPOINT "
+            f"and your token"
+        )
     if isinstance(cause, LocalEntryNotFoundError) or _offline():
         why = "HF_HUB_OFFLINE is set" if _offline() else "the hub cannot be reached"
-        return ZooError(f"{entry.name}: {where} is not in the cache and {why}; connect and run "
-                        f"`lrbench zoo pull {entry.name}`, or pass a local file with --checkpoint")
+        return ZooError(
+            f"{entry.name}: {where} is not in the cache and {why}; connect and run "
+            f"`lrbench zoo pull {entry.name}`, or pass a local file with --checkpoint"
+        )
     text = str(cause).strip().splitlines()
-    return ZooError(f"{entry.name}: cannot download {where} ({type(cause).__name__}: {text[0] if text else ''}); "
-                    f"check the network or HF_ENDPOINT and pull again, or pass a local file with --checkpoint")
+    return ZooError(
+        f"{entry.name}: cannot download {where} ({type(cause).__name__}: {text[0] if text else ''}); "
+        f"check the network or HF_ENDPOINT and pull again, or pass a local file with --checkpoint"
+    )
 
 
 def _probe(entry: ZooEntry, hub: Hub) -> None:
@@ -262,8 +284,11 @@ def _probe(entry: ZooEntry, hub: Hub) -> None:
 
     endpoint = os.environ.get("HF_ENDPOINT") or None
     try:
-        get_hf_file_metadata(hf_hub_url(hub.repo_id, hub.filename, revision=hub.revision, endpoint=endpoint),
-                             timeout=PROBE_TIMEOUT_S, endpoint=endpoint)
+        get_hf_file_metadata(
+            hf_hub_url(hub.repo_id, hub.filename, revision=hub.revision, endpoint=endpoint),
+            timeout=PROBE_TIMEOUT_S,
+            endpoint=endpoint,
+        )
     except Exception as e:  # noqa: BLE001 - any failure: the cache may still serve it, else one clear line
         cached = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=_hf_cache_dir(), revision=hub.revision)
         if not isinstance(cached, str):
@@ -276,9 +301,16 @@ def _download(entry: ZooEntry, hub: Hub, force: bool) -> str:
     if not _offline():
         _probe(entry, hub)
     try:
-        return hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, cache_dir=_hf_cache_dir(),
-                               force_download=force, local_files_only=_offline(), etag_timeout=PROBE_TIMEOUT_S,
-                               endpoint=os.environ.get("HF_ENDPOINT") or None)
+        return hf_hub_download(
+            hub.repo_id,
+            hub.filename,
+            revision=hub.revision,
+            cache_dir=_hf_cache_dir(),
+            force_download=force,
+            local_files_only=_offline(),
+            etag_timeout=PROBE_TIMEOUT_S,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+        )
     except Exception as e:  # noqa: BLE001 - huggingface_hub wraps the failed call as the cause of its own error
         from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -296,12 +328,19 @@ def converted_path(entry: ZooEntry, source: str) -> Path:
     return weights_dir(entry.name) / f"{Path(source).resolve().name[:16]}.safetensors"
 
 
-def write_converted(model: nn.Module, path: str | os.PathLike, source: str, source_sha256: str,
-                    entry: str | None = None) -> None:
+def write_converted(
+    model: nn.Module, path: str | os.PathLike, source: str, source_sha256: str, entry: str | None = None
+) -> None:
     """Save a loaded model's weights as lrbench safetensors with the one metadata schema every converted file has."""
-    meta = {"format": "lrbench", "lrbench": __version__, "arch": model.name,
-            "num_classes": str(getattr(model, "num_classes", "")), "source": source, "source_sha256": source_sha256,
-            "zoo_entry": entry or ""}
+    meta = {
+        "format": "lrbench",
+        "lrbench": __version__,
+        "arch": model.name,
+        "num_classes": str(getattr(model, "num_classes", "")),
+        "source": source,
+        "source_sha256": source_sha256,
+        "zoo_entry": entry or "",
+    }
     save_safetensors(model.state_dict(), path, metadata=meta)
 
 
@@ -314,26 +353,49 @@ def convert(arch: str, checkpoint: str, out: str, num_classes: int) -> tuple[nn.
     return model, notes
 
 
-def fetch(name: str, revision: str | None = None, force: bool = False, repo_id: str | None = None,
-           filename: str | None = None, sha256: str | None = None) -> tuple[dict, nn.Module | None]:
+def fetch(
+    name: str,
+    revision: str | None = None,
+    force: bool = False,
+    repo_id: str | None = None,
+    filename: str | None = None,
+    sha256: str | None = None,
+) -> tuple[dict, nn.Module | None]:
     """Download, verify and (once) convert; returns the pull record and the loaded model when it was just built."""
     sha256 = _check_sha256(sha256)
     entry = get_entry(name)
     hub = entry.hub
     if hub is None and not (repo_id and filename):
-        raise ZooError(f"{name}: no released weights are known for this entry (published numbers only); "
-                       f"pass --repo-id and --filename if you have them, or evaluate a local --checkpoint")
-    hub = replace(hub or Hub(repo_id, filename), **{k: v for k, v in dict(
-        repo_id=repo_id, filename=filename, revision=revision, sha256=sha256).items() if v is not None})
+        raise ZooError(
+            f"{name}: no released weights are known for this entry (published numbers only); "
+            f"pass --repo-id and --filename if you have them, or evaluate a local --checkpoint"
+        )
+    hub = replace(
+        hub or Hub(repo_id, filename),
+        **{
+            k: v
+            for k, v in dict(repo_id=repo_id, filename=filename, revision=revision, sha256=sha256).items()
+            if v is not None
+        },
+    )
     source = _download(entry, hub, force)
     digest = sha256_file(source)
     if hub.sha256 and digest != hub.sha256:
         _remove_cached(source)
-        raise ZooError(f"{name}: checksum mismatch for {hub.repo_id}/{hub.filename}: expected {hub.sha256}, got "
-                       f"{digest}; the file was removed from the cache. Pull again, or fix sha256 in the manifest")
+        raise ZooError(
+            f"{name}: checksum mismatch for {hub.repo_id}/{hub.filename}: expected {hub.sha256}, got "
+            f"{digest}; the file was removed from the cache. Pull again, or fix sha256 in the manifest"
+        )
     out = converted_path(entry, source)
-    record = {"name": name, "source": source, "path": str(out), "sha256": digest, "notes": [], "cached": True,
-              "verified": bool(hub.sha256)}
+    record = {
+        "name": name,
+        "source": source,
+        "path": str(out),
+        "sha256": digest,
+        "notes": [],
+        "cached": True,
+        "verified": bool(hub.sha256),
+    }
     if out.is_file() and not force:
         return record, None
     try:
@@ -347,13 +409,18 @@ def fetch(name: str, revision: str | None = None, force: bool = False, repo_id: 
         match_state_dict(model, state, source=f"{hub.repo_id}/{hub.filename}", guess=guess_architecture(state))
     except CheckpointError as e:
         raise ZooError(f"{name}: {e}") from None
-    write_converted(model, out, source=f"{hub.repo_id}/{hub.filename}@{hub.revision}", source_sha256=digest,
-                    entry=name)
+    write_converted(model, out, source=f"{hub.repo_id}/{hub.filename}@{hub.revision}", source_sha256=digest, entry=name)
     return record | {"notes": notes, "cached": False}, model
 
 
-def pull(name: str, revision: str | None = None, force: bool = False, repo_id: str | None = None,
-         filename: str | None = None, sha256: str | None = None) -> dict:
+def pull(
+    name: str,
+    revision: str | None = None,
+    force: bool = False,
+    repo_id: str | None = None,
+    filename: str | None = None,
+    sha256: str | None = None,
+) -> dict:
     """Download, verify and convert one zoo entry; returns ``{name, source, path, sha256, notes, cached, verified}``.
 
     ``path`` is the lrbench safetensors file that ``create_model(name, pretrained=True)`` loads; ``sha256`` is the
@@ -367,8 +434,10 @@ def load_pretrained(name: str, dataset: str | None = None) -> tuple[nn.Module, R
     r = resolve(name, dataset)
     if r.entry is None or r.entry.hub is None:
         what = r.entry.name if r.entry else f"{r.arch} on {r.dataset}"
-        raise ZooError(f"no released weights for {what}: pass --checkpoint FILE (an official .pth, transformers or "
-                       f"lrbench .safetensors)")
+        raise ZooError(
+            f"no released weights for {what}: pass --checkpoint FILE (an official .pth, transformers or "
+            f"lrbench .safetensors)"
+        )
     record, model = fetch(r.entry.name)
     if model is None:
         model = create_model(r.arch, num_classes=r.num_classes, checkpoint=record["path"])

@@ -1,4 +1,5 @@
 """Shared fixtures: random weights, synthetic datasets in the real layouts, a local hub, official-format saving."""
+
 import io
 import os
 
@@ -30,15 +31,22 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 t.copy_(torch.randn(t.shape, generator=g) * 0.5 + (1.0 if name.endswith("weight") else 0.0))
             else:
                 fan_in = t[0].numel()
-                t.copy_(torch.randn(t.shape, generator=g) / fan_in ** 0.5)
+                t.copy_(torch.randn(t.shape, generator=g) / fan_in**0.5)
     return model
 
 
 def _mmengine_bytes(model_or_state, extra: dict | None = None) -> bytes:
     """A checkpoint in the layout mmseg releases: {'meta': ..., 'state_dict': ...} (+ extra top-level keys)."""
     sd = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
-    ckpt = {"meta": {"mmengine_version": "0.10.6", "dataset_meta": {"classes": ("wall", "building")},
-                     "iter": 160000, "seed": 0}, "state_dict": sd}
+    ckpt = {
+        "meta": {
+            "mmengine_version": "0.10.6",
+            "dataset_meta": {"classes": ("wall", "building")},
+            "iter": 160000,
+            "seed": 0,
+        },
+        "state_dict": sd,
+    }
     ckpt.update(extra or {})
     buf = io.BytesIO()
     torch.save(ckpt, buf)
@@ -58,10 +66,12 @@ def mmengine_bytes():
 @pytest.fixture
 def save_mmengine():
     """save(model_or_state, path, extra=None): write an official-layout .pth file."""
+
     def save(model_or_state, path, extra=None):
         with open(path, "wb") as f:
             f.write(_mmengine_bytes(model_or_state, extra))
         return path
+
     return save
 
 
@@ -75,6 +85,7 @@ def synth():
 def rand_images():
     def make(h, w, b=1, seed=0):
         return torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
     return make
 
 

@@ -4,13 +4,13 @@ It answers HEAD and GET with the headers huggingface_hub relies on (``X-Repo-Com
 ``Content-Length``), the hub's ``X-Error-Code`` on 404s, honours ``Range``, and records every request so tests can
 assert what reached the network.
 """
+
 from __future__ import annotations
 
 import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
-
 
 
 class LocalHub:

@@ -3,6 +3,7 @@
 The image's red channel holds the stored label id, so an "oracle" model can read the ground truth back from the
 image alone.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,11 +12,17 @@ import numpy as np
 from PIL import Image
 
 LAYOUT = {  # dataset -> (top folder, image path, label path) for item i
-    "ade20k": ("ADEChallengeData2016", "images/validation/ADE_val_{i:08d}.jpg",
-               "annotations/validation/ADE_val_{i:08d}.png"),
+    "ade20k": (
+        "ADEChallengeData2016",
+        "images/validation/ADE_val_{i:08d}.jpg",
+        "annotations/validation/ADE_val_{i:08d}.png",
+    ),
     "coco-stuff": ("coco_stuff164k", "images/val2017/{i:012d}.jpg", "annotations/val2017/{i:012d}_labelTrainIds.png"),
-    "cityscapes": ("cityscapes", "leftImg8bit/val/{city}/{city}_000000_{i:06d}_leftImg8bit.png",
-                   "gtFine/val/{city}/{city}_000000_{i:06d}_gtFine_labelTrainIds.png"),
+    "cityscapes": (
+        "cityscapes",
+        "leftImg8bit/val/{city}/{city}_000000_{i:06d}_leftImg8bit.png",
+        "gtFine/val/{city}/{city}_000000_{i:06d}_gtFine_labelTrainIds.png",
+    ),
 }
 NUM_CLASSES = {"ade20k": 150, "coco-stuff": 171, "cityscapes": 19}
 
@@ -31,8 +38,9 @@ def raw_labels(dataset: str, h: int, w: int, rng: np.random.Generator) -> np.nda
     return lab.astype(np.uint8)
 
 
-def write_dataset(root: Path, dataset: str, n: int = 4, sizes=((64, 96), (96, 64)), seed: int = 0,
-                  lossless: bool = True) -> Path:
+def write_dataset(
+    root: Path, dataset: str, n: int = 4, sizes=((64, 96), (96, 64)), seed: int = 0, lossless: bool = True
+) -> Path:
     """Write ``n`` image/label pairs; returns the dataset's top folder. JPEG layouts are written as PNG data under
     the .jpg name when ``lossless`` (PIL reads by content), so the red-channel encoding survives."""
     rng = np.random.default_rng(seed)

@@ -1,4 +1,5 @@
 """FLOPs against the published figures and hand counts; speed and claims run and report sane fields."""
+
 import copy
 import json
 
@@ -26,8 +27,9 @@ PUBLISHED = [
 ]
 
 
-@pytest.mark.parametrize("name,shape,classes,published,tol", PUBLISHED, ids=[f"{p[0]}@{p[1][0]}x{p[1][1]}"
-                                                                            for p in PUBLISHED])
+@pytest.mark.parametrize(
+    "name,shape,classes,published,tol", PUBLISHED, ids=[f"{p[0]}@{p[1][0]}x{p[1][1]}" for p in PUBLISHED]
+)
 def test_gflops_match_published(name, shape, classes, published, tol):
     res = count_flops(name, shape, classes)
     assert abs(res["gflops"] - published) / published <= tol, res["gflops"]
@@ -87,8 +89,24 @@ def test_speed_reports_sane_fields():
 
 
 def test_speed_cli_and_bad_settings():
-    r = CliRunner().invoke(app, ["speed", "segformer-b0", "--shape", "64", "64", "--iters", "2", "--warmup", "0",
-                                 "--dtype", "bf16", "--channels-last", "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "speed",
+            "segformer-b0",
+            "--shape",
+            "64",
+            "64",
+            "--iters",
+            "2",
+            "--warmup",
+            "0",
+            "--dtype",
+            "bf16",
+            "--channels-last",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["dtype"] == "bf16" and res["channels_last"] and res["iters"] == 2

@@ -1,4 +1,5 @@
 """lrbench eval: exact mmseg metric, dataset conventions, inference modes, resume, distributed, bad input, CLI."""
+
 import json
 import os
 import socket
@@ -16,6 +17,7 @@ from lrbench.data import DatasetError, SegDataset
 from lrbench.evaluate import MS_RATIOS, evaluate, input_size, predict_logits
 from lrbench.metrics import IoUAccumulator
 from lrbench.models import create_model
+
 from synth import NUM_CLASSES
 
 IDENTITY = {"name": "identity", "test": {"resize": None, "size_divisor": 1, "mode": "whole"}}
@@ -34,8 +36,12 @@ def mmseg_reference(preds, labels, num_classes, ignore=255):
     inter, union, _, lab = tot
     with np.errstate(invalid="ignore", divide="ignore"):
         iou, acc = inter / union, inter / lab
-    return {"aAcc": inter.sum() / lab.sum() * 100, "mIoU": np.nanmean(iou) * 100, "mAcc": np.nanmean(acc) * 100,
-            "IoU": iou * 100}
+    return {
+        "aAcc": inter.sum() / lab.sum() * 100,
+        "mIoU": np.nanmean(iou) * 100,
+        "mAcc": np.nanmean(acc) * 100,
+        "IoU": iou * 100,
+    }
 
 
 def test_metric_equals_numpy_mmseg_reference():
@@ -124,8 +130,10 @@ class PixelLinear(nn.Module):
 
 def test_whole_equals_slide_for_context_free_model(tmp_path, synth):
     synth(tmp_path, "cityscapes", n=3, sizes=((64, 96),))
-    slide = {"name": "s", "test": {"resize": None, "size_divisor": 1, "mode": "slide", "crop": [40, 40],
-                                   "stride": [24, 24]}}
+    slide = {
+        "name": "s",
+        "test": {"resize": None, "size_divisor": 1, "mode": "slide", "crop": [40, 40], "stride": [24, 24]},
+    }
     a = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
     b = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=slide, workers=0)
     assert b["mode"] == "slide" and a["areas"] == b["areas"] and a["mIoU"] < 100
@@ -146,7 +154,9 @@ def test_ms_flip_matches_hand_written_reference(randomize):
         for step in [(h, w), size]:  # mmcv: imrescale, then AlignResize's imresize, each back to uint8
             if tuple(x.shape[-2:]) != step:
                 x = F.interpolate(x, size=step, mode="bilinear", align_corners=False).round().clamp(0, 255)
-        x = (x - torch.tensor([123.675, 116.28, 103.53])[:, None, None]) / torch.tensor([58.395, 57.12, 57.375])[:, None, None]
+        x = (x - torch.tensor([123.675, 116.28, 103.53])[:, None, None]) / torch.tensor([58.395, 57.12, 57.375])[
+            :, None, None
+        ]
         for flip in (False, True):
             xi = torch.flip(x, dims=[3]) if flip else x
             y = F.interpolate(model(xi), size=size, mode="bilinear", align_corners=False)
@@ -170,14 +180,30 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, synth):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out), state_every=3,
-                 progress=interrupt)
+        evaluate(
+            PixelLinear(),
+            "cityscapes",
+            tmp_path,
+            recipe=IDENTITY,
+            workers=0,
+            out=str(out),
+            state_every=3,
+            progress=interrupt,
+        )
     assert not out.exists() and (tmp_path / "res.json.state.pt").exists()
     with pytest.raises(FileExistsError, match="res.json.state.pt: an interrupted run can be continued; pass --resume"):
         evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out))
     seen = []
-    res = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out), resume=True,
-                   progress=lambda d, t, s: seen.append(d))
+    res = evaluate(
+        PixelLinear(),
+        "cityscapes",
+        tmp_path,
+        recipe=IDENTITY,
+        workers=0,
+        out=str(out),
+        resume=True,
+        progress=lambda d, t, s: seen.append(d),
+    )
     assert seen == [5, 6]  # only the two images not yet processed
     assert res["areas"] == ref["areas"] and json.loads(out.read_text())["areas"] == ref["areas"]
     assert not (tmp_path / "res.json.state.pt").exists()
@@ -185,8 +211,16 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, synth):
         evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out))
     before = out.read_bytes()
     seen.clear()
-    again = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out), resume=True,
-                     progress=lambda d, t, s: seen.append(d))
+    again = evaluate(
+        PixelLinear(),
+        "cityscapes",
+        tmp_path,
+        recipe=IDENTITY,
+        workers=0,
+        out=str(out),
+        resume=True,
+        progress=lambda d, t, s: seen.append(d),
+    )
     assert seen == [] and again["areas"] == ref["areas"] and out.read_bytes() == before  # nothing recomputed
 
 
@@ -216,8 +250,11 @@ def test_bad_inputs_name_the_file(tmp_path, synth):
     with pytest.raises(DatasetError, match=r"--data-root .*nowhere: folder not found"):
         SegDataset("ade20k", tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match=r"images/validation: folder not found; --data-root must hold the standard "
-                                           r"ade20k layout"):
+    with pytest.raises(
+        DatasetError,
+        match=r"images/validation: folder not found; --data-root must hold the standard "
+        r"ade20k layout",
+    ):
         SegDataset("ade20k", tmp_path / "empty")
     root = synth(tmp_path, "ade20k", n=4)
     ann = sorted((root / "annotations/validation").glob("*.png"))
@@ -228,7 +265,9 @@ def test_bad_inputs_name_the_file(tmp_path, synth):
     with pytest.raises(DatasetError, match=r"ADE_val_00000000.png: label size 10x10 differs from image size 96x64"):
         evaluate(Oracle("ade20k"), "ade20k", tmp_path, recipe=IDENTITY, workers=0)
     Image.fromarray(np.full((64, 96), 151, np.uint8)).save(ann[0])
-    with pytest.raises(DatasetError, match=r"ADE_val_00000000.png: label ids \[151\] outside the 150 classes of ade20k"):
+    with pytest.raises(
+        DatasetError, match=r"ADE_val_00000000.png: label ids \[151\] outside the 150 classes of ade20k"
+    ):
         evaluate(Oracle("ade20k"), "ade20k", tmp_path, recipe=IDENTITY, workers=2)  # raised from a worker, same text
     img = sorted((root / "images/validation").glob("*.jpg"))[1]
     img.write_bytes(b"not an image")
@@ -245,8 +284,20 @@ def test_cli_end_to_end_with_local_checkpoint(tmp_path, monkeypatch, synth, rand
     model = randomize(create_model("lrformer-t"), seed=1)
     torch.save({"meta": {}, "state_dict": model.state_dict()}, tmp_path / "lrformer-t.pth")
     out = tmp_path / "results" / "t.json"
-    args = ["eval", "lrformer-t", "--dataset", "ade20k", "--data-root", str(tmp_path / "data"), "--checkpoint",
-            str(tmp_path / "lrformer-t.pth"), "--workers", "0", "--out", str(out)]
+    args = [
+        "eval",
+        "lrformer-t",
+        "--dataset",
+        "ade20k",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--checkpoint",
+        str(tmp_path / "lrformer-t.pth"),
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
@@ -259,7 +310,9 @@ def test_cli_end_to_end_with_local_checkpoint(tmp_path, monkeypatch, synth, rand
     assert r.exit_code == 2 and "lrformer-t_ade20k: yuhuan-wu/LRFormer-Models/" in r.stderr  # zoo weights, offline
     assert "is not in the cache and HF_HUB_OFFLINE is set" in r.stderr
     synth(tmp_path / "data", "coco-stuff", n=1)
-    r = CliRunner().invoke(app, ["eval", "lrformer-s", "--dataset", "coco-stuff", "--data-root", str(tmp_path / "data")])
+    r = CliRunner().invoke(
+        app, ["eval", "lrformer-s", "--dataset", "coco-stuff", "--data-root", str(tmp_path / "data")]
+    )
     assert r.exit_code == 2 and "no released weights for lrformer-s on coco-stuff: pass --checkpoint FILE" in r.stderr
 
 
@@ -269,8 +322,22 @@ def test_cli_error_text_is_not_read_as_markup(tmp_path, synth):
     Image.fromarray(np.full((64, 96), 151, np.uint8)).save(ann)
     model = create_model("lrformer-t")
     torch.save({"state_dict": model.state_dict()}, tmp_path / "t.pth")
-    r = CliRunner().invoke(app, ["eval", "lrformer-t", "--dataset", "ade20k", "--data-root", str(tmp_path),
-                                 "--checkpoint", str(tmp_path / "t.pth"), "--workers", "0", "--out",
-                                 str(tmp_path / "r.json")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "lrformer-t",
+            "--dataset",
+            "ade20k",
+            "--data-root",
+            str(tmp_path),
+            "--checkpoint",
+            str(tmp_path / "t.pth"),
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert r.exit_code == 2 and "label ids [151] outside the 150 classes of ade20k" in r.stderr
     assert not (tmp_path / "r.json").exists()

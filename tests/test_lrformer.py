@@ -1,4 +1,5 @@
 """LRFormer: official parameter/key counts, shapes, LRSA invariants, an independent LRSA reference, checkpoints."""
+
 import math
 import pickle
 import sys
@@ -9,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lrbench.checkpoint import CheckpointError, read_state_dict
-from lrbench.models import load_checkpoint
-from lrbench.models import create_model, list_models
+from lrbench.models import create_model, list_models, load_checkpoint
 from lrbench.models.lrformer import PoolingAttention, pooled_size, pyramid_sizes
 
 # Analytic counts from the official code (../shared/lrformer-facts.md §1.4, §2), 150 classes.
@@ -30,11 +30,18 @@ def test_params_and_official_keys(name):
     assert abs(n - ANALYTIC_PARAMS_M[name]) / ANALYTIC_PARAMS_M[name] < 1e-3
     keys = model.state_dict().keys()
     assert len(keys) == KEY_COUNTS[name]
-    for k in ("backbone.patch_embed1.conv1.9.weight", "backbone.patch_embed1.conv1.7.num_batches_tracked",
-              "backbone.d_convs4.3.weight", "backbone.block3.0.attn.q.0.weight", "backbone.block3.0.attn.kv.0.bias",
-              "backbone.block3.0.layer_scale_1", "decode_head.squeeze1.bn.running_mean",
-              "decode_head.fuse_block2.attn.q.weight", "decode_head.fuse_block1.attn.kv.weight",
-              "decode_head.conv_seg.weight"):
+    for k in (
+        "backbone.patch_embed1.conv1.9.weight",
+        "backbone.patch_embed1.conv1.7.num_batches_tracked",
+        "backbone.d_convs4.3.weight",
+        "backbone.block3.0.attn.q.0.weight",
+        "backbone.block3.0.attn.kv.0.bias",
+        "backbone.block3.0.layer_scale_1",
+        "decode_head.squeeze1.bn.running_mean",
+        "decode_head.fuse_block2.attn.q.weight",
+        "decode_head.fuse_block1.attn.kv.weight",
+        "decode_head.conv_seg.weight",
+    ):
         assert k in keys, k
     # layer scale only in stages 3 and 4; no pre_norm outside XL
     assert "backbone.block1.0.layer_scale_1" not in keys and "backbone.block2.0.layer_scale_2" not in keys
@@ -147,6 +154,7 @@ def _ref_bilinear(x, H, W):
             m[d, i0] += 1 - f
             m[d, i1] += f
         return m
+
     return torch.einsum("Hh,bchw,Ww->bcHW", weights(H, h), x, weights(W, w))
 
 
@@ -174,8 +182,8 @@ def test_lrsa_matches_independent_reference(randomize):
         hd = C // heads
         outs = []
         for h in range(heads):
-            s = q[..., h * hd:(h + 1) * hd] @ k[..., h * hd:(h + 1) * hd].transpose(1, 2) / math.sqrt(hd)
-            outs.append(torch.softmax(s, -1) @ v[..., h * hd:(h + 1) * hd])
+            s = q[..., h * hd : (h + 1) * hd] @ k[..., h * hd : (h + 1) * hd].transpose(1, 2) / math.sqrt(hd)
+            outs.append(torch.softmax(s, -1) @ v[..., h * hd : (h + 1) * hd])
         out = torch.cat(outs, -1) @ attn.proj.weight.T + attn.proj.bias
         ref = _ref_bilinear(out.transpose(1, 2).reshape(2, C, qh, qw), H, W).flatten(2).transpose(1, 2)
     assert kvin.shape[1] == 11 * 15 + 8 * 11 + 6 * 8 + 4 * 6
@@ -230,6 +238,7 @@ def test_checkpoint_formats(tmp_path, rand_images, randomize, monkeypatch):
         with torch.inference_mode():
             assert torch.equal(m(x), ref), fname
     from lrbench.checkpoint import save_safetensors
+
     save_safetensors(sd, tmp_path / "m.safetensors")
     m = create_model("lrformer-t", checkpoint=str(tmp_path / "m.safetensors"))
     with torch.inference_mode():
@@ -238,19 +247,23 @@ def test_checkpoint_formats(tmp_path, rand_images, randomize, monkeypatch):
 
 def test_checkpoint_never_executes_pickled_code(tmp_path, monkeypatch):
     """A pickle that would run code in 'meta' is refused with one line saying so; nothing runs."""
+
     class Evil:
         def __reduce__(self):
             return (eval, ("open('PWNED', 'w').close()",))
+
     monkeypatch.chdir(tmp_path)
     torch.save({"state_dict": {"a": torch.ones(2)}, "meta": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(pickle.UnpicklingError):  # plain weights_only refuses it ...
         torch.load(tmp_path / "evil.pth", weights_only=True)
     with pytest.raises(CheckpointError) as e:  # ... and lrbench says why, without executing anything
         read_state_dict(tmp_path / "evil.pth")
-    assert str(e.value) == (f"{tmp_path / 'evil.pth'}: refused: the file asks to run code while loading "
-                            f"(builtins.eval); lrbench never executes code from a checkpoint. Use the official "
-                            f"file, or re-save only its tensors (torch.save(model.state_dict(), ...)) where you "
-                            f"trust it")
+    assert str(e.value) == (
+        f"{tmp_path / 'evil.pth'}: refused: the file asks to run code while loading "
+        f"(builtins.eval); lrbench never executes code from a checkpoint. Use the official "
+        f"file, or re-save only its tensors (torch.save(model.state_dict(), ...)) where you "
+        f"trust it"
+    )
     assert "weights_only=False" not in str(e.value)
     assert not (tmp_path / "PWNED").exists()
 
@@ -263,8 +276,9 @@ def test_wrong_variant_and_class_count_errors(tmp_path, save_mmengine):
     msg = str(e.value)
     assert msg.startswith(f"{tmp_path / 's.pth'} does not fit lrformer-t (150 classes): ")
     assert "172 unexpected keys" in msg and "shape mismatches" in msg
-    assert msg.endswith("Likely cause: the checkpoint looks like lrformer-s with 150 classes, not lrformer-t: "
-                        "wrong variant")
+    assert msg.endswith(
+        "Likely cause: the checkpoint looks like lrformer-s with 150 classes, not lrformer-t: wrong variant"
+    )
     assert "\n" not in msg
 
     save_mmengine(create_model("lrformer-t", num_classes=19), tmp_path / "t19.pth")
@@ -275,7 +289,8 @@ def test_wrong_variant_and_class_count_errors(tmp_path, save_mmengine):
         "(decode_head.conv_seg.weight: checkpoint [19, 256, 1, 1] vs model [150, 256, 1, 1], "
         "decode_head.conv_seg.bias: checkpoint [19] vs model [150]). "
         "Likely cause: the checkpoint's head has 19 classes, the model 150: it was trained for another dataset "
-        "(that is cityscapes: --dataset cityscapes)")
+        "(that is cityscapes: --dataset cityscapes)"
+    )
 
 
 def test_not_a_checkpoint(tmp_path):
@@ -305,7 +320,8 @@ def test_convert_cli_roundtrip(tmp_path, rand_images, randomize):
     assert r.exit_code == 0, r.output
     x = rand_images(64, 96)
     with torch.inference_mode():
-        assert torch.equal(create_model("lrformer-t", 19, checkpoint=str(tmp_path / "t.safetensors"))(x),
-                           model.eval()(x))
+        assert torch.equal(
+            create_model("lrformer-t", 19, checkpoint=str(tmp_path / "t.safetensors"))(x), model.eval()(x)
+        )
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "t.safetensors already exists; pass --overwrite" in r.stderr

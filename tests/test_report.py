@@ -1,4 +1,5 @@
 """lrbench report: fixed result files -> tables, deltas and verdicts; byte-identical when regenerated."""
+
 import json
 
 import pytest
@@ -18,30 +19,119 @@ def _write(d, name, obj):
 @pytest.fixture
 def results(tmp_path):
     r = tmp_path / "results"
-    flops = dict(kind="flops", date="2026-11-25T08:00:00+00:00", by_operator={}, unsupported_ops={},
-                 params_backbone=0, params_head=0, gflops_backbone=0, gflops_head=0)
-    _write(r, "f1.json", {**flops, "model": "lrformer-s", "shape": [512, 512], "num_classes": 150,
-                          "params": 32.22e6, "gflops": 39.98})
-    _write(r, "f2.json", {**flops, "model": "segformer-b2", "shape": [512, 512], "num_classes": 150,
-                          "params": 27.46e6, "gflops": 62.66})
-    _write(r, "f3.json", {**flops, "model": "lrformer-t", "shape": [512, 512], "num_classes": 150,
-                          "params": 13.26e6, "gflops": 20.0})  # a (pretend) 17.6% miss -> "differs"
-    ev = dict(kind="eval", date="2026-11-25T09:00:00+00:00", dataset="ade20k", skipped=[], device_name="test CPU",
-              recipe="lrformer_ade20k", mode="whole", weights="zoo", complete=True, checkpoint_sha256="ab" * 32)
-    _write(r / "eval", "s.json", {**ev, "model": "lrformer-s_ade20k", "zoo_entry": "lrformer-s_ade20k", "protocol": "ss", "num_images": 2000,
-                                  "mIoU": 50.21})
-    _write(r / "eval", "b.json", {**ev, "model": "lrformer-b_ade20k", "zoo_entry": "lrformer-b_ade20k", "protocol": "ss", "num_images": 2000,
-                                  "mIoU": 49.0})
-    _write(r / "eval", "t.json", {**ev, "model": "lrformer-t_ade20k", "zoo_entry": "lrformer-t_ade20k",
-                                  "protocol": "ss", "num_images": 10, "mIoU": 60.0, "complete": False})
-    _write(r / "eval", "sb2.json", {**ev, "model": "segformer-b2", "zoo_entry": "segformer-b2_ade20k", "protocol": "ss", "num_images": 2000,
-                                    "mIoU": 51.5, "recipe": "segformer_ade20k"})  # higher: the claim must fail
-    _write(r / "eval", "l.json", {**ev, "model": "lrformer-l", "zoo_entry": "lrformer-l_ade20k", "protocol": "ss", "num_images": 2000,
-                                  "mIoU": 52.6, "recipe": "lrformer-l_ade20k", "mode": "slide"})  # not the protocol
-    _write(r, "claims.json", {"kind": "claims", "date": "2026-11-25T08:30:00+00:00",
-                              "meta": {"device_name": "test CPU", "torch": "x", "iters": 1, "max_gmacs": 1.0},
-                              "claims": [{"claim": "LRSA attention FLOPs constant", "verdict": "holds",
-                                          "evidence": "0.12-0.12"}], "attention": [], "models": []})
+    flops = dict(
+        kind="flops",
+        date="2026-11-25T08:00:00+00:00",
+        by_operator={},
+        unsupported_ops={},
+        params_backbone=0,
+        params_head=0,
+        gflops_backbone=0,
+        gflops_head=0,
+    )
+    _write(
+        r,
+        "f1.json",
+        {**flops, "model": "lrformer-s", "shape": [512, 512], "num_classes": 150, "params": 32.22e6, "gflops": 39.98},
+    )
+    _write(
+        r,
+        "f2.json",
+        {**flops, "model": "segformer-b2", "shape": [512, 512], "num_classes": 150, "params": 27.46e6, "gflops": 62.66},
+    )
+    _write(
+        r,
+        "f3.json",
+        {**flops, "model": "lrformer-t", "shape": [512, 512], "num_classes": 150, "params": 13.26e6, "gflops": 20.0},
+    )  # a (pretend) 17.6% miss -> "differs"
+    ev = dict(
+        kind="eval",
+        date="2026-11-25T09:00:00+00:00",
+        dataset="ade20k",
+        skipped=[],
+        device_name="test CPU",
+        recipe="lrformer_ade20k",
+        mode="whole",
+        weights="zoo",
+        complete=True,
+        checkpoint_sha256="ab" * 32,
+    )
+    _write(
+        r / "eval",
+        "s.json",
+        {
+            **ev,
+            "model": "lrformer-s_ade20k",
+            "zoo_entry": "lrformer-s_ade20k",
+            "protocol": "ss",
+            "num_images": 2000,
+            "mIoU": 50.21,
+        },
+    )
+    _write(
+        r / "eval",
+        "b.json",
+        {
+            **ev,
+            "model": "lrformer-b_ade20k",
+            "zoo_entry": "lrformer-b_ade20k",
+            "protocol": "ss",
+            "num_images": 2000,
+            "mIoU": 49.0,
+        },
+    )
+    _write(
+        r / "eval",
+        "t.json",
+        {
+            **ev,
+            "model": "lrformer-t_ade20k",
+            "zoo_entry": "lrformer-t_ade20k",
+            "protocol": "ss",
+            "num_images": 10,
+            "mIoU": 60.0,
+            "complete": False,
+        },
+    )
+    _write(
+        r / "eval",
+        "sb2.json",
+        {
+            **ev,
+            "model": "segformer-b2",
+            "zoo_entry": "segformer-b2_ade20k",
+            "protocol": "ss",
+            "num_images": 2000,
+            "mIoU": 51.5,
+            "recipe": "segformer_ade20k",
+        },
+    )  # higher: the claim must fail
+    _write(
+        r / "eval",
+        "l.json",
+        {
+            **ev,
+            "model": "lrformer-l",
+            "zoo_entry": "lrformer-l_ade20k",
+            "protocol": "ss",
+            "num_images": 2000,
+            "mIoU": 52.6,
+            "recipe": "lrformer-l_ade20k",
+            "mode": "slide",
+        },
+    )  # not the protocol
+    _write(
+        r,
+        "claims.json",
+        {
+            "kind": "claims",
+            "date": "2026-11-25T08:30:00+00:00",
+            "meta": {"device_name": "test CPU", "torch": "x", "iters": 1, "max_gmacs": 1.0},
+            "claims": [{"claim": "LRSA attention FLOPs constant", "verdict": "holds", "evidence": "0.12-0.12"}],
+            "attention": [],
+            "models": [],
+        },
+    )
     _write(r, "notes.json", {"something": "else"})  # not a result: ignored
     return r
 
@@ -57,23 +147,33 @@ def test_tables_deltas_and_verdicts(results):
     assert ade.loc["lrformer-t_ade20k"].cost_verdict == "differs"
     assert ade.loc["lrformer-t_ade20k"].miou_ss_verdict.startswith("pending")  # a partial run never counts ...
     assert "| eval/t.json | lrformer-t_ade20k | ade20k | ss | 10 | 60.00 | partial: 10 of 2000 images |" in md  # listed
-    assert "| eval/l.json | lrformer-l | ade20k | ss | 2000 | 52.60 | not the published protocol (recipe " \
-           "lrformer-l_ade20k, mode slide) |" in md
+    assert (
+        "| eval/l.json | lrformer-l | ade20k | ss | 2000 | 52.60 | not the published protocol (recipe "
+        "lrformer-l_ade20k, mode slide) |" in md
+    )
     assert ade.loc["lrformer-l_ade20k"].miou_ss_verdict == (
-        "pending: `lrbench eval lrformer-l_ade20k --dataset ade20k --data-root PATH`")
+        "pending: `lrbench eval lrformer-l_ade20k --dataset ade20k --data-root PATH`"
+    )
     assert ade.loc["lrformer-l_ade20k"].cost_verdict.startswith("pending: `lrbench flops lrformer-l --shape 640 640")
     cs = csv[csv.dataset == "cityscapes"].set_index("model")
     assert cs.loc["lrformer-t_cityscapes"].miou_ss_verdict.startswith("pending: no released weights")
     assert cs.loc["segformer-b2_cityscapes"].miou_ms_pub == 82.2
     # the markdown carries the same facts, the failing claim and the provenance
-    assert "| lrformer-s_ade20k | 512x512 | 32 / 32.22 | 40 / 40.0 (-0.1%) | matches | 50.0 / 50.21 (+0.21) | reproduced" in md
-    assert "| lrformer-s beats segformer-b2 on ade20k at fewer FLOPs | **fails** | mIoU 50.2 (measured) vs 51.5 " \
-           "(measured) at 40.0 (measured) vs 62.7 (measured) GFLOPs |" in md
+    assert (
+        "| lrformer-s_ade20k | 512x512 | 32 / 32.22 | 40 / 40.0 (-0.1%) | matches | 50.0 / 50.21 (+0.21) | reproduced"
+        in md
+    )
+    assert (
+        "| lrformer-s beats segformer-b2 on ade20k at fewer FLOPs | **fails** | mIoU 50.2 (measured) vs 51.5 "
+        "(measured) at 40.0 (measured) vs 62.7 (measured) GFLOPs |" in md
+    )
     assert "| LRSA attention FLOPs constant | **holds** | 0.12-0.12 |" in md
     assert "git abc1234" in md and "results dated 2026-11-25T08:00:00+00:00 to 2026-11-25T09:00:00+00:00" in md
     # T's partial run does not count: its claim is judged on the published 46.7 and fails too
-    assert "failing: lrformer-t beats segformer-b2 on ade20k at fewer FLOPs, lrformer-s beats segformer-b2 on " \
-           "ade20k at fewer FLOPs" in md
+    assert (
+        "failing: lrformer-t beats segformer-b2 on ade20k at fewer FLOPs, lrformer-s beats segformer-b2 on "
+        "ade20k at fewer FLOPs" in md
+    )
 
 
 def test_report_is_byte_identical_when_regenerated(results, tmp_path):
@@ -81,14 +181,18 @@ def test_report_is_byte_identical_when_regenerated(results, tmp_path):
     first = (tmp_path / "A.md").read_bytes(), (tmp_path / "A.csv").read_bytes()
     write_report(str(results), str(tmp_path / "A.md"), str(tmp_path / "plots"))
     assert ((tmp_path / "A.md").read_bytes(), (tmp_path / "A.csv").read_bytes()) == first
-    assert a["plots"] == ["plots/miou_vs_gflops_ade20k.png", "plots/miou_vs_gflops_cityscapes.png",
-                          "plots/miou_vs_gflops_coco-stuff.png"]
+    assert a["plots"] == [
+        "plots/miou_vs_gflops_ade20k.png",
+        "plots/miou_vs_gflops_cityscapes.png",
+        "plots/miou_vs_gflops_coco-stuff.png",
+    ]
     assert (tmp_path / "plots" / "miou_vs_gflops_ade20k.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_report_cli_and_errors(results, tmp_path):
-    r = CliRunner().invoke(app, ["report", "--results", str(results), "--out", str(tmp_path / "R.md"), "--plots",
-                                 str(tmp_path / "p")])
+    r = CliRunner().invoke(
+        app, ["report", "--results", str(results), "--out", str(tmp_path / "R.md"), "--plots", str(tmp_path / "p")]
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "R.md").read_text().startswith("# LRFormer reproduction results")
     r = CliRunner().invoke(app, ["report", "--results", str(tmp_path / "none"), "--out", str(tmp_path / "N.md")])
@@ -113,15 +217,38 @@ def test_reproduce_wiring_with_data_root(tmp_path, monkeypatch, hub, randomize, 
     buf = io.BytesIO()
     torch.save({"state_dict": randomize(create_model("lrformer-t")).state_dict()}, buf)
     hub.add("yuhuan-wu/LRFormer-Models", "lrformer-t-160k_ade20k_46.7.pth", buf.getvalue())
-    monkeypatch.setattr(lrbench.complexity, "count_flops", lambda arch, shape, k: {
-        "model": arch, "shape": list(shape), "num_classes": k, "params": 1e6, "gflops": 1.0})
-    monkeypatch.setattr(lrbench.claims, "run_claims", lambda sizes, device: {
-        "meta": {"device_name": "stub", "torch": "x", "iters": 1, "max_gmacs": 1}, "attention": [], "models": [],
-        "claims": [{"claim": "stub claim", "verdict": "holds", "evidence": "-"}]})
-    monkeypatch.setattr(lrbench.speed, "measure_speed", lambda name, shape, **kw: {
-        "model": name, "shape": list(shape), "batch_size": 1, "dtype": "fp32", "channels_last": False,
-        "compile": False, "device_name": "stub", "torch": "x", "median_ms": 1.0, "iqr_ms": 0.0,
-        "images_per_s": 1000.0})
+    monkeypatch.setattr(
+        lrbench.complexity,
+        "count_flops",
+        lambda arch, shape, k: {"model": arch, "shape": list(shape), "num_classes": k, "params": 1e6, "gflops": 1.0},
+    )
+    monkeypatch.setattr(
+        lrbench.claims,
+        "run_claims",
+        lambda sizes, device: {
+            "meta": {"device_name": "stub", "torch": "x", "iters": 1, "max_gmacs": 1},
+            "attention": [],
+            "models": [],
+            "claims": [{"claim": "stub claim", "verdict": "holds", "evidence": "-"}],
+        },
+    )
+    monkeypatch.setattr(
+        lrbench.speed,
+        "measure_speed",
+        lambda name, shape, **kw: {
+            "model": name,
+            "shape": list(shape),
+            "batch_size": 1,
+            "dtype": "fp32",
+            "channels_last": False,
+            "compile": False,
+            "device_name": "stub",
+            "torch": "x",
+            "median_ms": 1.0,
+            "iqr_ms": 0.0,
+            "images_per_s": 1000.0,
+        },
+    )
     synth(tmp_path / "data", "ade20k", n=2, sizes=((64, 80),))
     outcome = reproduce(str(tmp_path / "data"), quick=True, out=str(tmp_path / "R.md"))
     assert outcome.evals == [str(tmp_path / "results" / "eval" / "lrformer-t_ade20k_ss.json")]

@@ -1,18 +1,24 @@
 """SegFormer B0-B5: equal to transformers' implementation on converted weights; published parameter counts."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lrbench.checkpoint import CheckpointError, save_safetensors
-from lrbench.models import load_checkpoint
-from lrbench.models import create_model
+from lrbench.models import create_model, load_checkpoint
 from lrbench.models.segformer import CONFIGS
 
 transformers = pytest.importorskip("transformers")
 
 # SegFormer paper, ADE20K (150 classes): params in millions
-PUBLISHED_PARAMS_M = {"segformer-b0": 3.8, "segformer-b1": 13.7, "segformer-b2": 27.5, "segformer-b3": 47.3,
-                      "segformer-b4": 64.1, "segformer-b5": 84.7}
+PUBLISHED_PARAMS_M = {
+    "segformer-b0": 3.8,
+    "segformer-b1": 13.7,
+    "segformer-b2": 27.5,
+    "segformer-b3": 47.3,
+    "segformer-b4": 64.1,
+    "segformer-b5": 84.7,
+}
 
 
 @pytest.mark.parametrize("name", list(PUBLISHED_PARAMS_M))
@@ -26,12 +32,18 @@ def test_params_match_published(name):
 @pytest.fixture
 def hf_segformer(randomize):
     """make(name, num_classes=150, seed=0): a randomly initialised transformers SegFormer of lrbench variant ``name``."""
+
     def make(name: str, num_classes: int = 150, seed: int = 0):
         cfg = CONFIGS[name]
-        hf_cfg = transformers.SegformerConfig(hidden_sizes=list(cfg.embed_dims), depths=list(cfg.depths),
-                                              decoder_hidden_size=cfg.decoder_dim, num_labels=num_classes)
+        hf_cfg = transformers.SegformerConfig(
+            hidden_sizes=list(cfg.embed_dims),
+            depths=list(cfg.depths),
+            decoder_hidden_size=cfg.decoder_dim,
+            num_labels=num_classes,
+        )
         torch.manual_seed(seed)
         return randomize(transformers.SegformerForSemanticSegmentation(hf_cfg), seed).eval()
+
     return make
 
 
@@ -54,13 +66,20 @@ def test_equal_to_transformers(name, tmp_path, rand_images, hf_segformer):
 def test_transformers_4x_hub_naming(tmp_path, rand_images, hf_segformer):
     """Hub files (nvidia/segformer-*) were written by transformers 4.x, whose names differ from 5.x."""
     hf = hf_segformer("segformer-b0", num_classes=19, seed=3)
-    renames = [("segformer.stages.", "segformer.encoder."), ("layernorm_before", "layer_norm_1"),
-               ("layernorm_after", "layer_norm_2"), ("attention.q_proj", "attention.self.query"),
-               ("attention.k_proj", "attention.self.key"), ("attention.v_proj", "attention.self.value"),
-               ("attention.o_proj", "attention.output.dense"), ("mlp.fc1", "mlp.dense1"), ("mlp.fc2", "mlp.dense2"),
-               ("attention.sequence_reduction.sequence_reduction", "attention.self.sr"),
-               ("attention.sequence_reduction.layer_norm", "attention.self.layer_norm"),
-               ("decode_head.linear_projections", "decode_head.linear_c")]
+    renames = [
+        ("segformer.stages.", "segformer.encoder."),
+        ("layernorm_before", "layer_norm_1"),
+        ("layernorm_after", "layer_norm_2"),
+        ("attention.q_proj", "attention.self.query"),
+        ("attention.k_proj", "attention.self.key"),
+        ("attention.v_proj", "attention.self.value"),
+        ("attention.o_proj", "attention.output.dense"),
+        ("mlp.fc1", "mlp.dense1"),
+        ("mlp.fc2", "mlp.dense2"),
+        ("attention.sequence_reduction.sequence_reduction", "attention.self.sr"),
+        ("attention.sequence_reduction.layer_norm", "attention.self.layer_norm"),
+        ("decode_head.linear_projections", "decode_head.linear_c"),
+    ]
     old = {}
     for k, v in hf.state_dict().items():
         for a, b in renames:
@@ -68,8 +87,10 @@ def test_transformers_4x_hub_naming(tmp_path, rand_images, hf_segformer):
         # 4.x: segformer.encoder.{patch_embeddings,block,layer_norm}.{stage}...
         parts = k.split(".")
         if parts[:2] == ["segformer", "encoder"] and parts[3] in ("patch_embeddings", "blocks", "layer_norm"):
-            stage, kind = parts[2], {"patch_embeddings": "patch_embeddings", "blocks": "block",
-                                     "layer_norm": "layer_norm"}[parts[3]]
+            stage, kind = (
+                parts[2],
+                {"patch_embeddings": "patch_embeddings", "blocks": "block", "layer_norm": "layer_norm"}[parts[3]],
+            )
             k = ".".join(["segformer", "encoder", kind, stage] + parts[4:])
         old[k] = v
     assert "segformer.encoder.block.0.0.attention.self.query.weight" in old
@@ -100,7 +121,9 @@ def test_official_and_mmseg_checkpoints(tmp_path, rand_images, hf_segformer):
             continue
         if ".attn.v." in k:
             continue
-        k = k.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv.").replace("decode_head.conv_seg.", "decode_head.linear_pred.")
+        k = k.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv.").replace(
+            "decode_head.conv_seg.", "decode_head.linear_pred."
+        )
         if k.startswith("decode_head.linear_c."):
             i = int(k.split(".")[2])
             k = f"decode_head.linear_c{i + 1}." + k.split(".", 3)[3]
@@ -114,7 +137,9 @@ def test_official_and_mmseg_checkpoints(tmp_path, rand_images, hf_segformer):
     for k, v in sd.items():  # mmseg 1.x mit.py names
         parts = k.split(".")
         if k.startswith("backbone.patch_embed"):
-            mm[f"backbone.layers.{int(parts[1][-1]) - 1}.0.{'projection' if parts[2] == 'proj' else 'norm'}.{parts[3]}"] = v
+            mm[
+                f"backbone.layers.{int(parts[1][-1]) - 1}.0.{'projection' if parts[2] == 'proj' else 'norm'}.{parts[3]}"
+            ] = v
         elif k.startswith("backbone.norm"):
             mm[f"backbone.layers.{int(parts[1][-1]) - 1}.2.{parts[2]}"] = v
         elif k.startswith("backbone.block"):
@@ -128,7 +153,9 @@ def test_official_and_mmseg_checkpoints(tmp_path, rand_images, hf_segformer):
                 continue
             sub = sub.replace("attn.proj.", "attn.attn.out_proj.").replace("mlp.fc1.", "ffn.layers.0.")
             sub = sub.replace("mlp.dwconv.", "ffn.layers.1.").replace("mlp.fc2.", "ffn.layers.4.")
-            mm[pre + sub] = v[..., None, None] if sub.startswith("ffn.layers.") and sub.endswith("weight") and v.dim() == 2 else v
+            mm[pre + sub] = (
+                v[..., None, None] if sub.startswith("ffn.layers.") and sub.endswith("weight") and v.dim() == 2 else v
+            )
         else:
             mm[k] = v
     torch.save({"meta": {}, "state_dict": mm}, tmp_path / "mmseg.pth")
@@ -141,7 +168,7 @@ def test_official_and_mmseg_checkpoints(tmp_path, rand_images, hf_segformer):
     g = torch.Generator().manual_seed(9)
     head = {}
     for i, c in enumerate((32, 64, 160, 256)):
-        head[f"decode_head.convs.{i}.conv.weight"] = torch.randn(256, c, 1, 1, generator=g) / c ** 0.5
+        head[f"decode_head.convs.{i}.conv.weight"] = torch.randn(256, c, 1, 1, generator=g) / c**0.5
     head["decode_head.fusion_conv.conv.weight"] = torch.randn(256, 1024, 1, 1, generator=g) / 32
     for name in [f"convs.{i}" for i in range(4)] + ["fusion_conv"]:
         head[f"decode_head.{name}.bn.weight"] = torch.rand(256, generator=g) + 0.5
@@ -153,8 +180,11 @@ def test_official_and_mmseg_checkpoints(tmp_path, rand_images, hf_segformer):
     head["decode_head.conv_seg.bias"] = torch.randn(150, generator=g)
     mm_head = {**{k: v for k, v in mm.items() if not k.startswith("decode_head.")}, **head}
     torch.save({"meta": {}, "state_dict": mm_head}, tmp_path / "mmseg_head.pth")
-    with pytest.raises(CheckpointError, match=r"looks like segformer-b0-mmseg \(mmseg's SegformerHead\), not "
-                                              r"segformer-b0: wrong variant"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"looks like segformer-b0-mmseg \(mmseg's SegformerHead\), not "
+        r"segformer-b0: wrong variant",
+    ):
         load_checkpoint(create_model("segformer-b0"), tmp_path / "mmseg_head.pth")
     m = create_model("segformer-b0-mmseg", checkpoint=str(tmp_path / "mmseg_head.pth"))
 
@@ -165,9 +195,13 @@ def test_official_and_mmseg_checkpoints(tmp_path, rand_images, hf_segformer):
 
     with torch.inference_mode():
         feats = hf.segformer(x, output_hidden_states=True).hidden_states  # the 4 stage outputs, NCHW
-        outs = [F.interpolate(conv_module(f, f"convs.{i}"), size=feats[0].shape[2:], mode="bilinear",
-                              align_corners=False) for i, f in enumerate(feats)]
-        ref = F.conv2d(conv_module(torch.cat(outs, 1), "fusion_conv"), head["decode_head.conv_seg.weight"],
-                       head["decode_head.conv_seg.bias"])
+        outs = [
+            F.interpolate(conv_module(f, f"convs.{i}"), size=feats[0].shape[2:], mode="bilinear", align_corners=False)
+            for i, f in enumerate(feats)
+        ]
+        ref = F.conv2d(
+            conv_module(torch.cat(outs, 1), "fusion_conv"),
+            head["decode_head.conv_seg.weight"],
+            head["decode_head.conv_seg.bias"],
+        )
         assert (m(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
-

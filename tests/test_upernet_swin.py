@@ -1,11 +1,11 @@
 """UperNet + Swin: equal to transformers on converted weights, mmseg checkpoints, published parameter counts."""
+
 import pytest
 import torch
 import torch.nn as nn
 
 from lrbench.checkpoint import save_safetensors
-from lrbench.models import load_checkpoint
-from lrbench.models import create_model
+from lrbench.models import create_model, load_checkpoint
 from lrbench.models.upernet_swin import CONFIGS, PatchMerging, auxiliary_head_params
 
 transformers = pytest.importorskip("transformers")
@@ -24,8 +24,13 @@ def test_params_match_published(name):
 
 def hf_upernet(randomize, name="upernet-swin-t", num_classes=150, seed=0):
     cfg = CONFIGS[name]
-    bc = transformers.SwinConfig(embed_dim=cfg.embed_dim, depths=list(cfg.depths), num_heads=list(cfg.num_heads),
-                                 window_size=cfg.window_size, out_features=["stage1", "stage2", "stage3", "stage4"])
+    bc = transformers.SwinConfig(
+        embed_dim=cfg.embed_dim,
+        depths=list(cfg.depths),
+        num_heads=list(cfg.num_heads),
+        window_size=cfg.window_size,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
     c = transformers.UperNetConfig(backbone_config=bc, num_labels=num_classes)
     torch.manual_seed(seed)
     return randomize(transformers.UperNetForSemanticSegmentation(c), seed).eval()
@@ -62,12 +67,14 @@ def test_equal_to_transformers(hf_t, tmp_path, rand_images):
 
 def _to_mmseg(sd: dict) -> dict:
     """lrbench naming -> mmseg's, written from mmseg's swin2mmseg conversion (independent of lrbench's converter)."""
+
     def unfold_order_weight(x):
         o, i = x.shape
         return x.reshape(o, 4, i // 4)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(o, i)
 
     def unfold_order_norm(x):
         return x.reshape(4, x.shape[0] // 4)[[0, 2, 1, 3], :].transpose(0, 1).reshape(-1)
+
     out = {}
     for k, v in sd.items():
         if ".downsample.reduction." in k:
@@ -94,7 +101,6 @@ def test_mmseg_checkpoint(hf_t, tmp_path, rand_images):
         _close(ours(x), hf_logits(hf_t, x))
 
 
-
 def test_patch_merging_matches_mmseg_unfold(randomize):
     """mmseg merges 2x2 patches with nn.Unfold; converted weights must give the same output in Swin's order."""
     C, H, W = 8, 6, 10
@@ -105,6 +111,7 @@ def test_patch_merging_matches_mmseg_unfold(randomize):
         unf = nn.Unfold(2, stride=2)(x.transpose(1, 2).reshape(2, C, H, W)).transpose(1, 2)  # (B, L, 4C) in c*4+k
         ref = red(norm(unf))
         from lrbench.models.upernet_swin import _unfold_to_swin_order
+
         pm = PatchMerging(C)
         pm.norm.weight.copy_(_unfold_to_swin_order(norm.weight))
         pm.norm.bias.copy_(_unfold_to_swin_order(norm.bias))

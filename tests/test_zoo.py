@@ -1,4 +1,5 @@
 """The zoo against a local hub on 127.0.0.1: pull -> verify -> convert -> create_model(pretrained=True)."""
+
 import io
 import json
 from pathlib import Path
@@ -8,8 +9,8 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from lrbench.cli import app
 from lrbench import create_model
+from lrbench.cli import app
 from lrbench.errors import UnknownNameError
 from lrbench.models import list_models
 from lrbench.zoo import ZOO_FILE, ZooError, get_entry, load_zoo, pull
@@ -52,9 +53,21 @@ def test_manifest_schema_and_coverage():
 
 def test_manifest_errors_name_the_file(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"models": {"x": {"arch": "lrformer-q", "dataset": "ade20k",
-                                                     "recipe": "lrformer_ade20k", "hub": None,
-                                                     "published": {}}}}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "x": {
+                        "arch": "lrformer-q",
+                        "dataset": "ade20k",
+                        "recipe": "lrformer_ade20k",
+                        "hub": None,
+                        "published": {},
+                    }
+                }
+            }
+        )
+    )
     monkeypatch.setenv("LRBENCH_ZOO", str(bad))
     with pytest.raises(ZooError, match=r"bad.yaml: entry 'x': arch 'lrformer-q' is not a registered model"):
         load_zoo()
@@ -85,8 +98,11 @@ def test_pull_convert_and_pretrained_logits(hub, official_t, tmp_path, rand_imag
 
 def test_offline_uses_cache_and_fails_clearly_without(hub, official_t, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ZooError, match=r"lrformer-t_ade20k: yuhuan-wu/LRFormer-Models/lrformer-t-160k_ade20k_46.7"
-                                       r".pth@main is not in the cache and HF_HUB_OFFLINE is set"):
+    with pytest.raises(
+        ZooError,
+        match=r"lrformer-t_ade20k: yuhuan-wu/LRFormer-Models/lrformer-t-160k_ade20k_46.7"
+        r".pth@main is not in the cache and HF_HUB_OFFLINE is set",
+    ):
         pull("lrformer-t_ade20k")
     assert hub.requests == []
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -111,12 +127,18 @@ def test_checksum_mismatch_removes_file(hub, official_t, tmp_path, monkeypatch):
 
 def test_server_errors_and_missing_files(hub, official_t):
     hub.fail_with = 403  # (5xx answers are retried by huggingface_hub for ~25 s before the same error)
-    with pytest.raises(ZooError, match=r"lrformer-t_ade20k: the hub at http://127.0.0.1:\d+ answered HTTP 403 for "
-                                       r"yuhuan-wu/LRFormer-Models/lrformer-t-160k_ade20k_46.7.pth@main"):
+    with pytest.raises(
+        ZooError,
+        match=r"lrformer-t_ade20k: the hub at http://127.0.0.1:\d+ answered HTTP 403 for "
+        r"yuhuan-wu/LRFormer-Models/lrformer-t-160k_ade20k_46.7.pth@main",
+    ):
         pull("lrformer-t_ade20k")
     hub.fail_with = None
-    with pytest.raises(ZooError, match=r"lrformer-s_ade20k: .*lrformer-s-160k_ade20k_50.0.pth@main does not exist "
-                                       r"on the hub"):
+    with pytest.raises(
+        ZooError,
+        match=r"lrformer-s_ade20k: .*lrformer-s-160k_ade20k_50.0.pth@main does not exist "
+        r"on the hub",
+    ):
         pull("lrformer-s_ade20k")
     with pytest.raises(ZooError, match=r"lrformer-t_cityscapes: no released weights are known"):
         pull("lrformer-t_cityscapes")

@@ -6,6 +6,7 @@ Each item is the decoded RGB image (uint8, H x W x 3), its label map with the da
 mismatch, label ids outside the class range) are returned as an ``error`` naming the file rather than raised in
 a DataLoader worker, so the caller can stop with one clear line or skip it (``--skip-bad``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,8 +43,10 @@ class SegDataset(torch.utils.data.Dataset):
         img_dir, ann_dir = root / spec.img_dir, root / spec.ann_dir
         for d in (img_dir, ann_dir):
             if not d.is_dir():
-                raise DatasetError(f"{d}: folder not found; --data-root must hold the standard {spec.name} layout "
-                                   f"({spec.folder}/{spec.img_dir} and {spec.folder}/{spec.ann_dir})")
+                raise DatasetError(
+                    f"{d}: folder not found; --data-root must hold the standard {spec.name} layout "
+                    f"({spec.folder}/{spec.img_dir} and {spec.folder}/{spec.ann_dir})"
+                )
         pattern = f"*{spec.img_suffix}"
         images = sorted(img_dir.rglob(pattern) if spec.recursive else img_dir.glob(pattern))
         if not images:
@@ -69,24 +72,36 @@ class SegDataset(torch.utils.data.Dataset):
         try:
             with Image.open(ann_path) as im:
                 if im.mode not in ("L", "P", "I", "I;16"):
-                    return {"index": index, "error": f"{ann_path}: label map must be a single-channel PNG, "
-                                                     f"got mode {im.mode}"}
+                    return {
+                        "index": index,
+                        "error": f"{ann_path}: label map must be a single-channel PNG, got mode {im.mode}",
+                    }
                 label = np.asarray(im).astype(np.int64)
         except Exception as e:  # noqa: BLE001
             return {"index": index, "error": f"{ann_path}: unreadable label map ({type(e).__name__}: {e})"}
         if label.shape != image.shape[:2]:
-            return {"index": index, "error": f"{ann_path}: label size {label.shape[1]}x{label.shape[0]} differs from "
-                                             f"image size {image.shape[1]}x{image.shape[0]} ({img_path.name})"}
+            return {
+                "index": index,
+                "error": f"{ann_path}: label size {label.shape[1]}x{label.shape[0]} differs from "
+                f"image size {image.shape[1]}x{image.shape[0]} ({img_path.name})",
+            }
         if self.spec.reduce_zero_label:
             label = reduce_zero_label(label)
         bad = (label >= self.spec.num_classes) & (label != IGNORE_INDEX) | (label < 0)
         if bad.any():
             values = sorted(set(np.unique(label[bad]).tolist()))[:5]
             raw = [v + 1 for v in values] if self.spec.reduce_zero_label else values
-            return {"index": index, "error": f"{ann_path}: label ids {raw} outside the {self.spec.num_classes} "
-                                             f"classes of {self.spec.name} (ignore is {IGNORE_INDEX})"}
-        return {"index": index, "image": torch.from_numpy(image.copy()), "label": torch.from_numpy(label),
-                "path": str(img_path)}
+            return {
+                "index": index,
+                "error": f"{ann_path}: label ids {raw} outside the {self.spec.num_classes} "
+                f"classes of {self.spec.name} (ignore is {IGNORE_INDEX})",
+            }
+        return {
+            "index": index,
+            "image": torch.from_numpy(image.copy()),
+            "label": torch.from_numpy(label),
+            "path": str(img_path),
+        }
 
     __getitem__ = load
 

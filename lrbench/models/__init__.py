@@ -6,6 +6,7 @@ onto lrbench's naming, or returns None when the keys are not its format) and ``g
 messages. :data:`FAMILIES` below is the one explicit table of them. Pretrained weights by zoo name are one layer up
 (``lrbench.create_model(name, pretrained=True)``).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -82,8 +83,9 @@ def load_weights(model: nn.Module, path) -> list[str]:
 load_checkpoint = load_weights  # the name earlier versions exported
 
 
-def create_model(name: str, num_classes: int = 150, checkpoint: str | None = None,
-                 features_only: bool = False) -> nn.Module:
+def create_model(
+    name: str, num_classes: int = 150, checkpoint: str | None = None, features_only: bool = False
+) -> nn.Module:
     """Build a registered architecture in eval mode, with a local ``checkpoint`` (official mmseg ``.pth``,
     transformers ``.bin``/``.safetensors`` or lrbench ``.safetensors``) loaded strictly. ``features_only=True``
     returns the backbone alone, whose forward gives the list of stage feature maps. Every model carries its
@@ -104,12 +106,28 @@ def describe_models(family: str | None = None) -> list[dict]:
         for name in list_models(family):
             m = FAMILIES[ARCH_FAMILY[name]].build(name, 150)
             bb = m.backbone if isinstance(m, Segmentor) else m
-            rows.append({"name": name, "family": ARCH_FAMILY[name],
-                         "params": sum(p.numel() for p in m.parameters()),
-                         "dims": list(getattr(bb, "embed_dims", [])), "depths": list(getattr(bb, "depths", [])),
-                         "output_stride": getattr(m, "output_stride", None)})
+            rows.append(
+                {
+                    "name": name,
+                    "family": ARCH_FAMILY[name],
+                    "params": sum(p.numel() for p in m.parameters()),
+                    "dims": list(getattr(bb, "embed_dims", [])),
+                    "depths": list(getattr(bb, "depths", [])),
+                    "output_stride": getattr(m, "output_stride", None),
+                }
+            )
     return rows
 
 
-__all__ = ["FAMILIES", "Segmentor", "create_model", "describe_models", "guess_architecture", "list_models",
-           "load_checkpoint", "load_weights", "model_family", "resolve_name"]
+__all__ = [
+    "FAMILIES",
+    "Segmentor",
+    "create_model",
+    "describe_models",
+    "guess_architecture",
+    "list_models",
+    "load_checkpoint",
+    "load_weights",
+    "model_family",
+    "resolve_name",
+]

@@ -1,4 +1,5 @@
 """The segmentor wrapper shared by every model family (mmseg's EncoderDecoder in tensor mode)."""
+
 from __future__ import annotations
 
 import torch

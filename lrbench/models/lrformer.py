@@ -12,6 +12,7 @@ parameter shapes and every numerical detail follow it so official checkpoints lo
 Unlike the official code, spatial sizes are taken from the real conv outputs, so inputs whose sides are not
 multiples of 32 work too (logits then have ceil(H/8) x ceil(W/8) pixels).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,9 +56,15 @@ class Stem(nn.Module):
         super().__init__()
         half = out_chans // 2
         self.conv1 = nn.Sequential(
-            nn.Conv2d(in_chans, half, 3, 2, 1), nn.BatchNorm2d(half), nn.GELU(),
-            nn.Conv2d(half, half, 3, 1, 1), nn.BatchNorm2d(half), nn.GELU(),
-            nn.Conv2d(half, out_chans, 3, 2, 1), nn.BatchNorm2d(out_chans), nn.GELU(),
+            nn.Conv2d(in_chans, half, 3, 2, 1),
+            nn.BatchNorm2d(half),
+            nn.GELU(),
+            nn.Conv2d(half, half, 3, 1, 1),
+            nn.BatchNorm2d(half),
+            nn.GELU(),
+            nn.Conv2d(half, out_chans, 3, 2, 1),
+            nn.BatchNorm2d(out_chans),
+            nn.GELU(),
             nn.Conv2d(out_chans, out_chans, 3, 1, 1),
         )
         self.norm = nn.LayerNorm(out_chans, eps=1e-6)
@@ -78,15 +85,24 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.proj(x)
-        H, W = int(x.shape[-2]), int(x.shape[-1])  # the real (ceil) size; the official code uses floor, equal for multiples of 32
+        H, W = (
+            int(x.shape[-2]),
+            int(x.shape[-1]),
+        )  # the real (ceil) size; the official code uses floor, equal for multiples of 32
         return self.norm(x.flatten(2).transpose(1, 2)), (H, W)
 
 
 class PoolingAttention(nn.Module):
     """Low-resolution self-attention (LRSA): queries and keys/values both live in a fixed pooled space."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, q_pooled_size: int = 16,
-                 pooled_sizes: list[int] | tuple[int, ...] = BASE_POOLED_SIZES):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        q_pooled_size: int = 16,
+        pooled_sizes: list[int] | tuple[int, ...] = BASE_POOLED_SIZES,
+    ):
         super().__init__()
         assert dim % num_heads == 0, f"dim {dim} must be divisible by num_heads {num_heads}"
         self.num_heads = num_heads
@@ -142,8 +158,16 @@ class IRB(nn.Module):
 class Block(nn.Module):
     """Backbone block on tokens (B, N, C): [pre_norm] -> x + cpe(x) -> LRSA -> IRB, with optional layer scale."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0,
-                 layer_scale: bool = False, pre_norm: bool = False, q_pooled_size: int = 16):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        drop_path: float = 0.0,
+        layer_scale: bool = False,
+        pre_norm: bool = False,
+        q_pooled_size: int = 16,
+    ):
         super().__init__()
         self.pre_norm = nn.BatchNorm2d(dim) if pre_norm else nn.Identity()  # XL only: fp16 overflow guard
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
@@ -170,8 +194,16 @@ class Block(nn.Module):
 class LRFormer(nn.Module):
     """LRFormer backbone: 4 stages at strides 4/8/16/32; returns the four NCHW feature maps (no output norms)."""
 
-    def __init__(self, embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), num_heads=(2, 4, 10, 16),
-                 mlp_ratios=(8, 8, 4, 4), drop_path_rate: float = 0.0, in_chans: int = 3, q_pooled_size: int = 16):
+    def __init__(
+        self,
+        embed_dims=(64, 128, 320, 512),
+        depths=(3, 3, 12, 3),
+        num_heads=(2, 4, 10, 16),
+        mlp_ratios=(8, 8, 4, 4),
+        drop_path_rate: float = 0.0,
+        in_chans: int = 3,
+        q_pooled_size: int = 16,
+    ):
         super().__init__()
         self.embed_dims = list(embed_dims)
         self.depths = list(depths)
@@ -180,16 +212,26 @@ class LRFormer(nn.Module):
         self.patch_embed3 = PatchEmbed(embed_dims[1], embed_dims[2])
         self.patch_embed4 = PatchEmbed(embed_dims[2], embed_dims[3])
         for i, C in enumerate(embed_dims, 1):  # one dw conv per pyramid level, shared by all blocks of a stage
-            setattr(self, f"d_convs{i}", nn.ModuleList(
-                nn.Conv2d(C, C, 3, 1, 1, groups=C) for _ in BASE_POOLED_SIZES))
+            setattr(self, f"d_convs{i}", nn.ModuleList(nn.Conv2d(C, C, 3, 1, 1, groups=C) for _ in BASE_POOLED_SIZES))
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         cur = 0
         for i in range(4):
-            setattr(self, f"block{i + 1}", nn.ModuleList(
-                Block(embed_dims[i], num_heads[i], mlp_ratios[i], drop_path=dpr[cur + j],
-                      layer_scale=i >= 2,  # official: ls=False for stages 1-2, use_ls=True for 3-4
-                      pre_norm=(i == 2 and depths[2] > 20 and j in (7, 15)), q_pooled_size=q_pooled_size)
-                for j in range(depths[i])))
+            setattr(
+                self,
+                f"block{i + 1}",
+                nn.ModuleList(
+                    Block(
+                        embed_dims[i],
+                        num_heads[i],
+                        mlp_ratios[i],
+                        drop_path=dpr[cur + j],
+                        layer_scale=i >= 2,  # official: ls=False for stages 1-2, use_ls=True for 3-4
+                        pre_norm=(i == 2 and depths[2] > 20 and j in (7, 15)),
+                        q_pooled_size=q_pooled_size,
+                    )
+                    for j in range(depths[i])
+                ),
+            )
             cur += depths[i]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -257,8 +299,16 @@ class HeadBlock(nn.Module):
 class LRHead(nn.Module):
     """Decoder on stages 2-4: fuse at 1/8, two LRSA fuse blocks, 1x1 classifier. Logits at 1/8 resolution."""
 
-    def __init__(self, in_channels: list[int], channels: int, num_classes: int, num_heads: int = 8,
-                 mlp_ratio: float = 4, q_pooled_size: int = 32, dropout_ratio: float = 0.1):
+    def __init__(
+        self,
+        in_channels: list[int],
+        channels: int,
+        num_classes: int,
+        num_heads: int = 8,
+        mlp_ratio: float = 4,
+        q_pooled_size: int = 32,
+        dropout_ratio: float = 0.1,
+    ):
         super().__init__()
         self.in_index = [1, 2, 3]
         self.squeeze1 = ConvModule(sum(in_channels), channels)
@@ -321,11 +371,13 @@ def guess_variant(state: dict[str, torch.Tensor]) -> str | None:
     prefix = "backbone." if any(k.startswith("backbone.") for k in state) else ""
     try:
         dims = (state[f"{prefix}patch_embed1.conv1.9.weight"].shape[0],) + tuple(
-            state[f"{prefix}patch_embed{i}.proj.weight"].shape[0] for i in (2, 3, 4))
+            state[f"{prefix}patch_embed{i}.proj.weight"].shape[0] for i in (2, 3, 4)
+        )
     except KeyError:
         return None
-    depths = tuple(len({k.split(".")[1 + bool(prefix)] for k in state if k.startswith(f"{prefix}block{i}.")})
-                   for i in (1, 2, 3, 4))
+    depths = tuple(
+        len({k.split(".")[1 + bool(prefix)] for k in state if k.startswith(f"{prefix}block{i}.")}) for i in (1, 2, 3, 4)
+    )
     for name, cfg in CONFIGS.items():
         if cfg.embed_dims == dims and cfg.depths == depths:
             seg = state.get("decode_head.conv_seg.weight")

@@ -9,6 +9,7 @@ reverse stage order, 1x1 conv + BN + ReLU, 1x1 classifier). LayerNorm eps is the
 lrbench's own state-dict naming (``backbone.block1.0.attn.q.weight``, ``decode_head.linear_fuse.conv.weight``, ...)
 follows the original NVlabs code; converters for transformers (4.x hub files and 5.x in-memory names) are at the end.
 """
+
 from __future__ import annotations
 
 import re
@@ -94,18 +95,36 @@ class MiTBlock(nn.Module):
 class MixVisionTransformer(nn.Module):
     """MiT encoder: 4 stages at strides 4/8/16/32, each ending in a LayerNorm; returns NCHW maps."""
 
-    def __init__(self, embed_dims, depths, num_heads=(1, 2, 5, 8), mlp_ratios=(4, 4, 4, 4), sr_ratios=(8, 4, 2, 1),
-                 drop_path_rate: float = 0.1, in_chans: int = 3):
+    def __init__(
+        self,
+        embed_dims,
+        depths,
+        num_heads=(1, 2, 5, 8),
+        mlp_ratios=(4, 4, 4, 4),
+        sr_ratios=(8, 4, 2, 1),
+        drop_path_rate: float = 0.1,
+        in_chans: int = 3,
+    ):
         super().__init__()
         self.embed_dims, self.depths = list(embed_dims), list(depths)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         cur = 0
         for i in range(4):
-            setattr(self, f"patch_embed{i + 1}", OverlapPatchEmbed(
-                in_chans if i == 0 else embed_dims[i - 1], embed_dims[i], 7 if i == 0 else 3, 4 if i == 0 else 2))
-            setattr(self, f"block{i + 1}", nn.ModuleList(
-                MiTBlock(embed_dims[i], num_heads[i], mlp_ratios[i], sr_ratios[i], dpr[cur + j])
-                for j in range(depths[i])))
+            setattr(
+                self,
+                f"patch_embed{i + 1}",
+                OverlapPatchEmbed(
+                    in_chans if i == 0 else embed_dims[i - 1], embed_dims[i], 7 if i == 0 else 3, 4 if i == 0 else 2
+                ),
+            )
+            setattr(
+                self,
+                f"block{i + 1}",
+                nn.ModuleList(
+                    MiTBlock(embed_dims[i], num_heads[i], mlp_ratios[i], sr_ratios[i], dpr[cur + j])
+                    for j in range(depths[i])
+                ),
+            )
             setattr(self, f"norm{i + 1}", nn.LayerNorm(embed_dims[i]))
             cur += depths[i]
 
@@ -160,7 +179,10 @@ class MMSegFormerHead(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         size = feats[0].shape[2:]
-        x = [F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False) for conv, f in zip(self.convs, feats)]
+        x = [
+            F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
+            for conv, f in zip(self.convs, feats)
+        ]
         return self.conv_seg(self.dropout(self.fusion_conv(torch.cat(x, dim=1))))
 
 
@@ -182,8 +204,12 @@ CONFIGS: dict[str, SegFormerConfig] = {
 }
 
 
-CONFIGS.update({f"{name}-mmseg": SegFormerConfig(c.embed_dims, c.depths, c.decoder_dim, mmseg_head=True)
-                for name, c in list(CONFIGS.items())})
+CONFIGS.update(
+    {
+        f"{name}-mmseg": SegFormerConfig(c.embed_dims, c.depths, c.decoder_dim, mmseg_head=True)
+        for name, c in list(CONFIGS.items())
+    }
+)
 
 
 def build(name: str, num_classes: int = 150) -> Segmentor:
@@ -213,18 +239,33 @@ _HF_RULES: list[tuple[str, object]] = [
     (r"^segformer\.stages\.(\d)\.blocks\.(\d+)\.", lambda m: f"backbone.block{_inc(m, 1)}.{m.group(2)}."),
 ]
 _HF_BLOCK = {  # inside a block, both generations
-    "layer_norm_1.": "norm1.", "layernorm_before.": "norm1.", "layer_norm_2.": "norm2.", "layernorm_after.": "norm2.",
-    "attention.self.query.": "attn.q.", "attention.self.key.": "attn.k.", "attention.self.value.": "attn.v.",
-    "attention.q_proj.": "attn.q.", "attention.k_proj.": "attn.k.", "attention.v_proj.": "attn.v.",
-    "attention.output.dense.": "attn.proj.", "attention.o_proj.": "attn.proj.",
-    "attention.self.sr.": "attn.sr.", "attention.self.layer_norm.": "attn.norm.",
+    "layer_norm_1.": "norm1.",
+    "layernorm_before.": "norm1.",
+    "layer_norm_2.": "norm2.",
+    "layernorm_after.": "norm2.",
+    "attention.self.query.": "attn.q.",
+    "attention.self.key.": "attn.k.",
+    "attention.self.value.": "attn.v.",
+    "attention.q_proj.": "attn.q.",
+    "attention.k_proj.": "attn.k.",
+    "attention.v_proj.": "attn.v.",
+    "attention.output.dense.": "attn.proj.",
+    "attention.o_proj.": "attn.proj.",
+    "attention.self.sr.": "attn.sr.",
+    "attention.self.layer_norm.": "attn.norm.",
     "attention.sequence_reduction.sequence_reduction.": "attn.sr.",
     "attention.sequence_reduction.layer_norm.": "attn.norm.",
-    "mlp.dense1.": "mlp.fc1.", "mlp.fc1.": "mlp.fc1.", "mlp.dense2.": "mlp.fc2.", "mlp.fc2.": "mlp.fc2.",
+    "mlp.dense1.": "mlp.fc1.",
+    "mlp.fc1.": "mlp.fc1.",
+    "mlp.dense2.": "mlp.fc2.",
+    "mlp.fc2.": "mlp.fc2.",
     "mlp.dwconv.dwconv.": "mlp.dwconv.",
 }
 _HF_HEAD = [
-    (r"^decode_head\.(?:linear_c|linear_projections)\.(\d)\.proj\.", lambda m: f"decode_head.linear_c.{m.group(1)}.proj."),
+    (
+        r"^decode_head\.(?:linear_c|linear_projections)\.(\d)\.proj\.",
+        lambda m: f"decode_head.linear_c.{m.group(1)}.proj.",
+    ),
     (r"^decode_head\.linear_fuse\.weight$", lambda m: "decode_head.linear_fuse.conv.weight"),
     (r"^decode_head\.batch_norm\.", lambda m: "decode_head.linear_fuse.bn."),
     (r"^decode_head\.classifier\.", lambda m: "decode_head.conv_seg."),
@@ -247,7 +288,7 @@ def convert_from_transformers(state: dict[str, torch.Tensor]):
             stage, idx, rest = rest.split(".", 2)
             for old, rep in _HF_BLOCK.items():
                 if rest.startswith(old):
-                    rest = rep + rest[len(old):]
+                    rest = rep + rest[len(old) :]
                     break
             new = ".".join((head, stage, idx, rest))
         out[new] = v
@@ -260,7 +301,9 @@ def convert_from_official(state: dict[str, torch.Tensor]):
         return None
     out = {}
     for k, v in state.items():
-        k = k.replace(".mlp.dwconv.dwconv.", ".mlp.dwconv.").replace("decode_head.linear_pred.", "decode_head.conv_seg.")
+        k = k.replace(".mlp.dwconv.dwconv.", ".mlp.dwconv.").replace(
+            "decode_head.linear_pred.", "decode_head.conv_seg."
+        )
         k = re.sub(r"^decode_head\.linear_c(\d)\.", lambda m: f"decode_head.linear_c.{int(m.group(1)) - 1}.", k)
         if ".attn.kv." in k:
             C = v.shape[0] // 2
@@ -297,7 +340,11 @@ def convert_from_mmseg(state: dict[str, torch.Tensor]):
                     out[pre + f"attn.{name}.{sub.rsplit('_', 1)[1]}"] = chunk
                 continue
             sub = sub.replace("attn.attn.out_proj.", "attn.proj.")
-            for a, b in (("ffn.layers.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.dwconv."), ("ffn.layers.4.", "mlp.fc2.")):
+            for a, b in (
+                ("ffn.layers.0.", "mlp.fc1."),
+                ("ffn.layers.1.", "mlp.dwconv."),
+                ("ffn.layers.4.", "mlp.fc2."),
+            ):
                 sub = sub.replace(a, b)
             if sub.startswith(("mlp.fc1.weight", "mlp.fc2.weight")):
                 v = v.flatten(1)  # mmseg uses 1x1 convs for the FFN linears

@@ -13,6 +13,7 @@ The training-only auxiliary FCN head is not part of the model; its parameter cou
 State-dict naming follows the original Swin / mmseg decode head (``backbone.layers.0.blocks.0.attn.qkv.weight``,
 ``decode_head.fpn_bottleneck.bn.running_var``); converters for transformers and mmseg checkpoints are at the end.
 """
+
 from __future__ import annotations
 
 import re
@@ -92,8 +93,9 @@ class Mlp(nn.Module):
 
 
 class SwinBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift: bool, drop_path: float = 0.0,
-                 mlp_ratio: float = 4.0):
+    def __init__(
+        self, dim: int, num_heads: int, window_size: int, shift: bool, drop_path: float = 0.0, mlp_ratio: float = 4.0
+    ):
         super().__init__()
         self.window_size = window_size
         self.shift_size = window_size // 2 if shift else 0
@@ -141,8 +143,9 @@ class PatchMerging(nn.Module):
 class SwinStage(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, dpr: list[float], downsample: bool):
         super().__init__()
-        self.blocks = nn.ModuleList(SwinBlock(dim, num_heads, window_size, shift=j % 2 == 1, drop_path=dpr[j])
-                                    for j in range(depth))
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, num_heads, window_size, shift=j % 2 == 1, drop_path=dpr[j]) for j in range(depth)
+        )
         self.downsample = PatchMerging(dim) if downsample else None
 
 
@@ -164,16 +167,25 @@ class PatchEmbed(nn.Module):
 class SwinTransformer(nn.Module):
     """Swin backbone returning the four normalised stage maps (strides 4/8/16/32) as NCHW."""
 
-    def __init__(self, embed_dim: int, depths, num_heads, window_size: int = 7, drop_path_rate: float = 0.3,
-                 in_chans: int = 3):
+    def __init__(
+        self, embed_dim: int, depths, num_heads, window_size: int = 7, drop_path_rate: float = 0.3, in_chans: int = 3
+    ):
         super().__init__()
-        self.embed_dims = [embed_dim * 2 ** i for i in range(4)]
+        self.embed_dims = [embed_dim * 2**i for i in range(4)]
         self.depths = list(depths)
         self.patch_embed = PatchEmbed(in_chans, embed_dim)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.layers = nn.ModuleList(
-            SwinStage(self.embed_dims[i], depths[i], num_heads[i], window_size,
-                      dpr[sum(depths[:i]):sum(depths[:i + 1])], downsample=i < 3) for i in range(4))
+            SwinStage(
+                self.embed_dims[i],
+                depths[i],
+                num_heads[i],
+                window_size,
+                dpr[sum(depths[:i]) : sum(depths[: i + 1])],
+                downsample=i < 3,
+            )
+            for i in range(4)
+        )
         for i, C in enumerate(self.embed_dims):
             setattr(self, f"norm{i}", nn.LayerNorm(C))
 
@@ -197,11 +209,18 @@ def _up(x: torch.Tensor, size) -> torch.Tensor:
 class UPerHead(nn.Module):
     """UperNet: pyramid pooling on the last stage + FPN over all stages, fused at 1/4."""
 
-    def __init__(self, in_channels: list[int], channels: int, num_classes: int, pool_scales=(1, 2, 3, 6),
-                 dropout_ratio: float = 0.1):
+    def __init__(
+        self,
+        in_channels: list[int],
+        channels: int,
+        num_classes: int,
+        pool_scales=(1, 2, 3, 6),
+        dropout_ratio: float = 0.1,
+    ):
         super().__init__()
         self.psp_modules = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(in_channels[-1], channels)) for s in pool_scales)
+            nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(in_channels[-1], channels)) for s in pool_scales
+        )
         self.bottleneck = ConvModule(in_channels[-1] + len(pool_scales) * channels, channels, 3)
         self.lateral_convs = nn.ModuleList(ConvModule(c, channels) for c in in_channels[:-1])
         self.fpn_convs = nn.ModuleList(ConvModule(channels, channels, 3) for _ in in_channels[:-1])
@@ -277,12 +296,16 @@ def convert_from_transformers(state: dict[str, torch.Tensor]):
         k = k.replace("backbone.embeddings.norm.", "backbone.patch_embed.norm.")
         k = re.sub(r"^backbone\.hidden_states_norms\.stage(\d)\.", lambda m: f"backbone.norm{int(m.group(1)) - 1}.", k)
         k = k.replace("backbone.encoder.layers.", "backbone.layers.")
-        for a, b in (("layernorm_before.", "norm1."), ("layernorm_after.", "norm2."),
-                     ("attention.relative_position_bias.relative_position_bias_table",
-                      "attn.relative_position_bias_table"),
-                     ("attention.self.relative_position_bias_table", "attn.relative_position_bias_table"),
-                     ("attention.output.dense.", "attn.proj."), ("attention.o_proj.", "attn.proj."),
-                     ("intermediate.dense.", "mlp.fc1."), ("output.dense.", "mlp.fc2.")):
+        for a, b in (
+            ("layernorm_before.", "norm1."),
+            ("layernorm_after.", "norm2."),
+            ("attention.relative_position_bias.relative_position_bias_table", "attn.relative_position_bias_table"),
+            ("attention.self.relative_position_bias_table", "attn.relative_position_bias_table"),
+            ("attention.output.dense.", "attn.proj."),
+            ("attention.o_proj.", "attn.proj."),
+            ("intermediate.dense.", "mlp.fc1."),
+            ("output.dense.", "mlp.fc2."),
+        ):
             k = k.replace(a, b)
         m = re.match(r"^(.*)\.attention\.(?:self\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$", k)
         if m:
@@ -328,8 +351,9 @@ def guess_variant(state: dict[str, torch.Tensor]) -> str | None:
     w = state.get("backbone.patch_embed.proj.weight")
     if w is None or "backbone.layers.0.blocks.0.attn.relative_position_bias_table" not in state:
         return None
-    depths = tuple(len({k.split(".")[4] for k in state if k.startswith(f"backbone.layers.{i}.blocks.")})
-                   for i in range(4))
+    depths = tuple(
+        len({k.split(".")[4] for k in state if k.startswith(f"backbone.layers.{i}.blocks.")}) for i in range(4)
+    )
     window = round((state["backbone.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0] ** 0.5 + 1) / 2)
     for name, cfg in CONFIGS.items():
         if (cfg.embed_dim, cfg.depths, cfg.window_size) == (w.shape[0], depths, window):

@@ -1,0 +1,85 @@
+"""The package's import structure: layers run one way (no circles) and the CLI starts without torch."""
+
+import ast
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "lrbench"
+# Lower layers never import higher ones. Modules of one layer may import each other (acyclically).
+LAYERS = [
+    {"lrbench.errors", "lrbench.names", "lrbench.classes", "lrbench.version", "lrbench.metrics", "lrbench.models.base"},
+    {"lrbench.fileio", "lrbench.datasets"},
+    {"lrbench.checkpoint", "lrbench.data", "lrbench.results"},
+    {"lrbench.models.lrformer", "lrbench.models.segformer", "lrbench.models.upernet_swin", "lrbench.models"},
+    {"lrbench.recipes"},
+    {"lrbench.zoo"},
+    {"lrbench.api", "lrbench.speed", "lrbench.complexity", "lrbench.evaluate", "lrbench.claims"},
+    {"lrbench.report"},
+    {"lrbench.reproduce"},
+    {"lrbench.commands"},
+    {"lrbench.cli", "lrbench.__main__", "lrbench"},
+]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the lrbench modules it imports anywhere (function bodies included), from the source."""
+    mods = {}
+    for p in PKG.rglob("*.py"):
+        parts = p.relative_to(PKG.parent).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {}
+    for name, p in mods.items():
+        pkg = name if p.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+                deps |= {f"{target}.{a.name}" if f"{target}.{a.name}" in mods else target for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("lrbench")}
+        graph[name] = {d for d in deps if d in mods and d != name}
+    return graph
+
+
+def test_layers_run_one_way():
+    graph = import_graph()
+    rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+    assert set(graph) == set(rank), "every module has a layer"
+    upward = [(a, b) for a, deps in graph.items() for b in deps if rank[b] > rank[a]]
+    assert upward == []
+    # and no circle inside a layer
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for d in graph[m]:
+            assert state.get(d) != 1, f"import circle: {' -> '.join(path + [d])}"
+            if d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+
+
+def test_an_upward_import_is_caught(monkeypatch):
+    """The check above can fail: a checkpoint module that imported the zoo would be reported."""
+    graph = import_graph()
+    graph["lrbench.checkpoint"].add("lrbench.zoo")
+    rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+    assert [(a, b) for a, deps in graph.items() for b in deps if rank[b] > rank[a]] == [
+        ("lrbench.checkpoint", "lrbench.zoo")
+    ]
+
+
+def test_cli_imports_no_torch_and_help_is_fast():
+    code = "import sys, lrbench.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "lrbench", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "reproduce" in r.stdout
+    assert time.perf_counter() - t0 < 2.0  # < 0.5 s on an idle 2-core machine; generous under a busy test run
