@@ -75,7 +75,7 @@ class LrbenchGroup(TyperGroup):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click_errors.ClickException as e:  # a bad argument: one line naming it, and where the help is
-            where = f" (see `{e.ctx.command_path} -h`)" if getattr(e, "ctx", None) else ""
+            where = f" (see `{e.ctx.command_path if getattr(e, 'ctx', None) else self._path(args)} -h`)"
             _error(e.format_message().replace("\n", " ").replace("Value error, ", "") + where)
             rv = e.exit_code
         except typer.Abort:
@@ -86,6 +86,17 @@ class LrbenchGroup(TyperGroup):
         if standalone_mode:
             sys.exit(rv or 0)
         return rv
+
+    def _path(self, args) -> str:
+        """``lrbench zoo pull`` for the words of ``args`` that name (sub)commands."""
+        words, group = ["lrbench"], self
+        for word in sys.argv[1:] if args is None else args:
+            command = getattr(group, "commands", {}).get(word)
+            if command is None:
+                break
+            words.append(word)
+            group = command
+        return " ".join(words)
 
 
 app = typer.Typer(

@@ -240,8 +240,9 @@ def _check_sha256(sha256: str | None) -> str | None:
     return sha256.lower()
 
 
-def _hub_failure(entry: ZooEntry, hub: Hub, cause: BaseException) -> ZooError:
-    """The one line for a download that failed, from huggingface_hub's root cause."""
+def _hub_failure(entry: ZooEntry, hub: Hub, cause: BaseException, probing: bool = False) -> ZooError:
+    """The one line for a download that failed, from huggingface_hub's root cause (``probing``: the metadata
+    request, where a network error means the hub cannot be reached at all)."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -264,7 +265,11 @@ def _hub_failure(entry: ZooEntry, hub: Hub, cause: BaseException) -> ZooError:
             f"HTTP {cause.response.status_code} for {where}; try again later, or check HF_ENDPOINT "
             f"and your token"
         )
-    if isinstance(cause, LocalEntryNotFoundError) or _offline():
+    unreachable = probing and (
+        isinstance(cause, OSError)
+        or any(c.__name__ in ("TransportError", "TimeoutException") for c in type(cause).__mro__)
+    )  # httpx's network errors
+    if isinstance(cause, LocalEntryNotFoundError) or _offline() or unreachable:
         why = "HF_HUB_OFFLINE is set" if _offline() else "the hub cannot be reached"
         return ZooError(
             f"{entry.name}: {where} is not in the cache and {why}; connect and run "
@@ -273,7 +278,7 @@ def _hub_failure(entry: ZooEntry, hub: Hub, cause: BaseException) -> ZooError:
     text = str(cause).strip().splitlines()
     return ZooError(
         f"{entry.name}: cannot download {where} ({type(cause).__name__}: {text[0] if text else ''}); "
-        f"check the network or HF_ENDPOINT and pull again, or pass a local file with --checkpoint"
+        f"pull again (a partial download is resumed), or pass a local file with --checkpoint"
     )
 
 
@@ -292,11 +297,14 @@ def _probe(entry: ZooEntry, hub: Hub) -> None:
     except Exception as e:  # noqa: BLE001 - any failure: the cache may still serve it, else one clear line
         cached = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=_hf_cache_dir(), revision=hub.revision)
         if not isinstance(cached, str):
-            raise _hub_failure(entry, hub, e) from None
+            raise _hub_failure(entry, hub, e, probing=True) from None
 
 
 def _download(entry: ZooEntry, hub: Hub, force: bool) -> str:
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # its retry warnings are not for the user: a failure ends in lrbench's one line
 
     if not _offline():
         _probe(entry, hub)

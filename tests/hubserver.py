@@ -18,6 +18,7 @@ class LocalHub:
         self.files: dict[tuple[str, str], bytes] = {}  # (repo_id, filename) -> content
         self.requests: list[tuple[str, str]] = []  # (method, path)
         self.fail_with: int | None = None  # answer every request with this HTTP status
+        self.cut_after: int | None = None  # send only this many bytes of a body, then close (a download cut short)
         self.commit = "0" * 40  # a new commit for every change, as on the real hub
         hub = self
 
@@ -79,4 +80,6 @@ class LocalHub:
         h.send_header("Content-Type", "application/octet-stream")
         h.end_headers()
         if body:
-            h.wfile.write(part)
+            h.wfile.write(part if self.cut_after is None else part[: self.cut_after])
+            if self.cut_after is not None:
+                h.close_connection = True
