@@ -49,15 +49,14 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from lrbench.checkpoint import convert_state_dict
-    from lrbench.models import create_model
+    from lrbench.models import convert_weights, create_model, model_family
     from lrbench.speed import time_forward
 
     x = torch.randn(1, 3, *args.size, device=args.device)
     rows = []
     for name, hf, hf_fwd in _pairs():
         ours = create_model(name)
-        state, _ = convert_state_dict(hf.state_dict(), ours)
+        state, _ = convert_weights(hf.state_dict(), model_family(name))
         ours.load_state_dict({k: v for k, v in state.items() if not k.startswith("auxiliary_head.")})
         hf, ours = hf.to(args.device), ours.to(args.device)
         t_hf = time_forward(lambda: hf_fwd(hf, x), args.device, args.warmup, args.iters)

@@ -218,15 +218,16 @@ def judge_claims(attn_rows: list[dict], model_rows: list[dict]) -> list[dict]:
         for lr, s in zip(by["LRSA"], by["SRA"])
         if lr["size"][0] * lr["size"][1] >= 512 * 512
     ]
-    worst = min(ratios)
-    out.append(
-        _claim(
-            "LRSA costs fewer FLOPs than SegFormer's SRA at every resolution >= 512²",
-            worst[0] > 1.0,
-            f"SRA/LRSA GMACs from {worst[0]:.1f}x ({worst[1][0]}x{worst[1][1]}) to "
-            f"{max(ratios)[0]:.1f}x ({max(ratios)[1][0]}x{max(ratios)[1][1]})",
+    if ratios:  # only judged when a size >= 512² was measured
+        worst = min(ratios)
+        out.append(
+            _claim(
+                "LRSA costs fewer FLOPs than SegFormer's SRA at every resolution >= 512²",
+                worst[0] > 1.0,
+                f"SRA/LRSA GMACs from {worst[0]:.1f}x ({worst[1][0]}x{worst[1][1]}) to "
+                f"{max(ratios)[0]:.1f}x ({max(ratios)[1][0]}x{max(ratios)[1][1]})",
+            )
         )
-    )
 
     timed = [(lr, s) for lr, s in zip(square["LRSA"], square["SRA"]) if lr["latency_ms"] and s["latency_ms"]]
     if len(timed) >= 2:

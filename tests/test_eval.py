@@ -341,3 +341,59 @@ def test_cli_error_text_is_not_read_as_markup(tmp_path, synth):
     )
     assert r.exit_code == 2 and "label ids [151] outside the 150 classes of ade20k" in r.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+class CountingPixelLinear(PixelLinear):
+    """PixelLinear that records how many images each forward received."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return super().forward(x)
+
+
+def test_batch_size_runs_same_size_images_in_one_forward(tmp_path, synth):
+    synth(tmp_path / "same", "cityscapes", n=8, sizes=((64, 96),))
+    one, four = CountingPixelLinear(), CountingPixelLinear()
+    a = evaluate(one, "cityscapes", tmp_path / "same", recipe=IDENTITY, workers=0)
+    b = evaluate(four, "cityscapes", tmp_path / "same", recipe=IDENTITY, workers=0, batch_size=4)
+    assert one.batches == [1] * 8 and four.batches == [4, 4] and b["timings"]["forwards"] == 2
+    assert b["areas"] == a["areas"] and b["mIoU"] == a["mIoU"]
+    # mixed sizes in one loaded batch: each size is one forward (files sort as 64x96, 96x64, 96x64, 64x96)
+    synth(tmp_path / "mixed", "cityscapes", n=4, sizes=((64, 96), (96, 64)))
+    mixed = CountingPixelLinear()
+    c = evaluate(mixed, "cityscapes", tmp_path / "mixed", recipe=IDENTITY, workers=0, batch_size=4)
+    d = evaluate(PixelLinear(), "cityscapes", tmp_path / "mixed", recipe=IDENTITY, workers=0)
+    assert mixed.batches == [2, 2] and c["areas"] == d["areas"]
+
+
+def test_cli_batch_size_gives_the_same_miou(tmp_path, synth, randomize, save_mmengine):
+    synth(tmp_path / "data", "ade20k", n=4, sizes=((64, 80),))
+    save_mmengine(randomize(create_model("lrformer-t"), seed=1), tmp_path / "t.pth")
+    res = {}
+    for bs in ("1", "4"):
+        out = tmp_path / f"b{bs}.json"
+        r = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                "lrformer-t",
+                "--data-root",
+                str(tmp_path / "data"),
+                "--checkpoint",
+                str(tmp_path / "t.pth"),
+                "--workers",
+                "0",
+                "--batch-size",
+                bs,
+                "--out",
+                str(out),
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        res[bs] = json.loads(out.read_text())
+    assert res["1"]["timings"]["forwards"] == 4 and res["4"]["timings"]["forwards"] == 1
+    assert res["4"]["areas"] == res["1"]["areas"] and res["4"]["mIoU"] == res["1"]["mIoU"]

@@ -261,3 +261,38 @@ def test_reproduce_wiring_with_data_root(tmp_path, monkeypatch, hub, randomize, 
     assert "partial: 2 of 2000 images" in md and "| stub claim | **holds** | - |" in md
     # entries whose weights the hub does not have stay pending with their command
     assert "pending: `lrbench eval lrformer-s_ade20k --dataset ade20k --data-root PATH`" in md
+
+
+def test_runs_that_do_not_count_change_no_verdict(
+    results, tmp_path, hub, synth, randomize, mmengine_bytes, save_mmengine
+):
+    """A partial eval of the zoo's weights and an eval of a random local checkpoint, made with the real CLI into the
+    results folder, leave every claim verdict and paper row as they were, and are listed apart with the reason."""
+    from lrbench.models import create_model
+    from lrbench.report import why_not_counted
+
+    before, _ = render(load_results(results), load_zoo(), commit="abc1234")
+    hub.add(
+        "yuhuan-wu/LRFormer-Models",
+        "lrformer-t-160k_ade20k_46.7.pth",
+        mmengine_bytes(randomize(create_model("lrformer-t"), seed=5)),
+    )
+    save_mmengine(randomize(create_model("lrformer-t"), seed=6), tmp_path / "random.pth")
+    synth(tmp_path / "data", "ade20k", n=2, sizes=((64, 80),))
+    base = ["eval", "lrformer-t_ade20k", "--data-root", str(tmp_path / "data"), "--workers", "0"]
+    r = CliRunner().invoke(app, [*base, "--limit", "1", "--out", str(results / "eval" / "smoke.json")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(
+        app, [*base, "--checkpoint", str(tmp_path / "random.pth"), "--out", str(results / "eval" / "mine.json")]
+    )
+    assert r.exit_code == 0, r.output
+    after, _ = render(load_results(results), load_zoo(), commit="abc1234")
+    assert after.split("## Your runs")[0] == before.split("## Your runs")[0]  # claims, summary, every paper row
+    assert "| eval/smoke.json | lrformer-t_ade20k | ade20k | ss | 1 | " in after and "partial: 1 of 2000" in after
+    assert "| eval/mine.json | lrformer-t_ade20k | ade20k | ss | 2 | " in after
+    # had the local run covered the whole split, its weights alone would still keep it out of the paper row
+    mine = json.loads((results / "eval" / "mine.json").read_text()) | {"num_images": 2000}
+    zoo = load_zoo()
+    assert mine["weights"] == "file" and mine["complete"]
+    assert why_not_counted(mine, zoo) == "local checkpoint (not the zoo's published weights)"
+    assert why_not_counted(mine | {"weights": "zoo"}, zoo) is None

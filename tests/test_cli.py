@@ -1,0 +1,110 @@
+"""The command line as such: commands not covered elsewhere, conventions (-h, examples, choices), and the line between
+a user error (one line, exit 2) and a bug (a traceback)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import lrbench.claims
+import lrbench.commands
+import lrbench.complexity
+import lrbench.reproduce
+from lrbench.cli import app
+from lrbench.names import FAMILIES
+
+
+def run(*args):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_models_command():
+    r = run("models", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["lrformer-s"]["dims"] == [64, 128, 320, 512] and rows["lrformer-s"]["output_stride"] == 8
+    assert abs(rows["segformer-b2"]["params"] / 1e6 - 27.46) < 0.05
+    assert {row["family"] for row in rows.values()} == set(FAMILIES)
+    r = run("models", "--family", "upernet-swin")
+    assert r.exit_code == 0 and "upernet-swin-l" in r.stdout and "lrformer" not in r.stdout
+
+
+def test_claims_command_on_small_sizes(tmp_path, monkeypatch):
+    monkeypatch.setattr(lrbench.claims, "QUICK_SIZES", [(128, 128), (256, 256)])  # the cheapest honest variant
+    r = run("claims", "--quick", "--out", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png"))
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "c.json").read_text())
+    assert res["kind"] == "claims" and [a["size"] for a in res["attention"][::3]] == [[128, 128], [256, 256]]
+    verdicts = {c["claim"]: c["verdict"] for c in res["claims"]}
+    assert verdicts["LRSA attention (QK^T, AV) FLOPs are constant in input resolution"] == "holds"
+    assert "LRFormer claims, measured on" in r.stdout and "holds" in r.stdout
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    r = run("claims", "--quick", "--out", str(tmp_path / "c.json"))
+    assert r.exit_code == 2 and "c.json already exists; pass --overwrite" in r.stderr
+
+
+def test_reproduce_command_writes_beside_out(tmp_path, monkeypatch):
+    """reproduce --out X writes X, X's results/ and plots/ and nothing in the current folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setattr(lrbench.reproduce, "SPEED_MODELS", ("lrformer-t",))
+    monkeypatch.setattr(
+        lrbench.complexity,
+        "count_flops",
+        lambda arch, shape, k: {"model": arch, "shape": list(shape), "num_classes": k, "params": 1e6, "gflops": 1.0},
+    )
+    monkeypatch.setattr(lrbench.claims, "QUICK_SIZES", [(128, 128), (256, 256)])
+    r = run("reproduce", "--quick", "--out", str(tmp_path / "out" / "R.md"), "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert list((tmp_path / "cwd").iterdir()) == []
+    assert (tmp_path / "out" / "R.md").read_text().startswith("# LRFormer reproduction results")
+    speed = json.loads((tmp_path / "out/results/speed/lrformer-t_512x512_cpu.json").read_text())
+    assert speed["kind"] == "speed" and speed["median_ms"] > 0
+    assert (tmp_path / "out/plots/claims.png").is_file() and (tmp_path / "out/R.csv").is_file()
+
+
+def test_help_conventions():
+    for cmd in (
+        ["models"],
+        ["flops"],
+        ["speed"],
+        ["claims"],
+        ["eval"],
+        ["report"],
+        ["reproduce"],
+        ["convert"],
+        ["zoo", "list"],
+        ["zoo", "info"],
+        ["zoo", "pull"],
+    ):
+        r = run(*cmd, "-h")
+        assert r.exit_code == 0 and "Example: lrbench " + cmd[0] in r.stdout, cmd
+    r = run("eval", "--help")  # fixed choices are listed (and completed by the shell)
+    assert "--dataset <ade20k|coco-stuff|cityscapes>" in r.stdout and "--device <auto|cpu|cuda>" in r.stdout
+    assert "--protocol <ss|ms>" in r.stdout and "--mode <whole|slide>" in r.stdout
+    assert "--shape H W" in run("flops", "-h").stdout
+    assert "--install-completion" in run("--help").stdout
+
+
+def test_user_error_is_one_line_but_a_bug_shows_its_traceback(monkeypatch):
+    r = run("flops", "lrformer-q")
+    assert r.exit_code == 2 and r.stderr.strip().splitlines() == [
+        "error: unknown model or zoo entry 'lrformer-q'; did you mean lrformer-t, lrformer-s, lrformer-l?"
+    ]
+
+    def buggy(family):
+        return {}["internal"]  # a bug inside a command: a KeyError that is not a user error
+
+    monkeypatch.setattr(lrbench.commands, "models", buggy)
+    r = run("models")
+    assert r.exit_code == 1 and isinstance(r.exception, KeyError) and "error:" not in r.stderr
+
+
+@pytest.mark.parametrize("name", ["lrformer-t_cityscapes", "lrformer-t"])
+def test_flops_accepts_entries_and_architectures(name):
+    r = run("flops", name, "--shape", "64", "128", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["model"] == "lrformer-t" and res["shape"] == [64, 128]
+    assert res["num_classes"] == (19 if name.endswith("cityscapes") else 150)
