@@ -154,6 +154,13 @@ def progress_bar(transient: bool = True, disable: bool = False):
     )
 
 
+def with_progress(label: str, fn, *args, total: int | None = None, **kwargs):
+    """Call ``fn(*args, progress=..., **kwargs)`` under a progress bar; ``progress(done, total, what="")``."""
+    with progress_bar() as bar:
+        task = bar.add_task(label, total=total, status="")
+        return fn(*args, progress=lambda d, n, what="": bar.update(task, completed=d, total=n, status=what), **kwargs)
+
+
 def _version_callback(value: bool) -> None:
     if value:
         console.print(f"lrbench {__version__}")
@@ -214,17 +221,9 @@ def flops_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Parameters and GFLOPs (fvcore, 1 multiply-add = 1 FLOP, backbone + decode head)."""
-    with progress_bar() as bar:
-        task = bar.add_task(f"flops {model}", total=3, status="")
-        res = _commands().flops(
-            model,
-            shape,
-            dataset,
-            num_classes,
-            out,
-            overwrite,
-            progress=lambda d, n, what: bar.update(task, completed=d, total=n, status=what),
-        )
+    res = with_progress(
+        f"flops {model}", _commands().flops, model, shape, dataset, num_classes, out, overwrite, total=3
+    )
     if json_out:
         print_json(res)
         return
@@ -258,23 +257,8 @@ def speed_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Forward latency (median, IQR) and images/s, with the device and settings it was measured with."""
-    with progress_bar() as bar:
-        task = bar.add_task(f"speed {model}", total=warmup + iters, status="")
-        res = _commands().speed(
-            model,
-            shape,
-            dataset,
-            batch_size,
-            dtype,
-            channels_last,
-            compile,
-            device,
-            warmup,
-            iters,
-            out,
-            overwrite,
-            progress=lambda d, n: bar.update(task, completed=d, total=n),
-        )
+    settings = (batch_size, dtype, channels_last, compile, device, warmup, iters, out, overwrite)
+    res = with_progress(f"speed {model}", _commands().speed, model, shape, dataset, *settings, total=warmup + iters)
     if json_out:
         print_json(res)
         return
@@ -300,16 +284,7 @@ def claims_cmd(
     json_out: bool = JSON,
 ) -> None:
     """The LRSA scaling study: attention and whole-model cost vs resolution, with a verdict per claim."""
-    with progress_bar() as bar:
-        task = bar.add_task("claims", total=None, status="")
-        res = _commands().claims(
-            quick,
-            device,
-            out,
-            plot,
-            overwrite,
-            progress=lambda d, n, what: bar.update(task, completed=d, total=n, status=what),
-        )
+    res = with_progress("claims", _commands().claims, quick, device, out, plot, overwrite)
     if json_out:
         print_json(res)
         return
@@ -450,17 +425,7 @@ def reproduce_cmd(
 ) -> None:
     """The main job: params, FLOPs, the claims study, speed (and evals with --data-root) -> RESULTS.md."""
     t0 = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("reproduce", total=None, status="")
-        outcome = _commands().run_reproduce(
-            data_root,
-            quick,
-            results,
-            out,
-            plots,
-            device,
-            progress=lambda d, n, what: bar.update(task, completed=d, total=n, status=what),
-        )
+    outcome = with_progress("reproduce", _commands().run_reproduce, data_root, quick, results, out, plots, device)
     paths = outcome.report
     console.print(
         f"wrote {paths['report']} ({paths['csv']}, {len(paths['plots'])} plots) in {time.perf_counter() - t0:.0f} s"

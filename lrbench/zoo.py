@@ -421,20 +421,14 @@ def fetch(
     return record | {"notes": notes, "cached": False}, model
 
 
-def pull(
-    name: str,
-    revision: str | None = None,
-    force: bool = False,
-    repo_id: str | None = None,
-    filename: str | None = None,
-    sha256: str | None = None,
-) -> dict:
+def pull(name: str, **overrides) -> dict:
     """Download, verify and convert one zoo entry; returns ``{name, source, path, sha256, notes, cached, verified}``.
+    ``overrides`` are :func:`fetch`'s (revision, force, repo_id, filename, sha256).
 
     ``path`` is the lrbench safetensors file that ``create_model(name, pretrained=True)`` loads; ``sha256`` is the
     downloaded (original) file's.
     """
-    return fetch(name, revision, force, repo_id, filename, sha256)[0]
+    return fetch(name, **overrides)[0]
 
 
 def load_pretrained(name: str, dataset: str | None = None) -> tuple[nn.Module, Resolved, dict]:

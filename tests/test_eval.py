@@ -1,5 +1,6 @@
 """lrbench eval: exact mmseg metric, dataset conventions, inference modes, resume, distributed, bad input, CLI."""
 
+import functools
 import json
 import os
 import socket
@@ -172,7 +173,8 @@ def test_ms_flip_matches_hand_written_reference(randomize):
 
 def test_resume_after_interruption_is_bit_identical(tmp_path, synth):
     synth(tmp_path, "cityscapes", n=6)
-    ref = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
+    run = functools.partial(evaluate, PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
+    ref = run()
     out = tmp_path / "res.json"
 
     def interrupt(done, total, summary):
@@ -180,47 +182,20 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, synth):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        evaluate(
-            PixelLinear(),
-            "cityscapes",
-            tmp_path,
-            recipe=IDENTITY,
-            workers=0,
-            out=str(out),
-            state_every=3,
-            progress=interrupt,
-        )
+        run(out=str(out), state_every=3, progress=interrupt)
     assert not out.exists() and (tmp_path / "res.json.state.pt").exists()
     with pytest.raises(FileExistsError, match="res.json.state.pt: an interrupted run can be continued; pass --resume"):
-        evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out))
+        run(out=str(out))
     seen = []
-    res = evaluate(
-        PixelLinear(),
-        "cityscapes",
-        tmp_path,
-        recipe=IDENTITY,
-        workers=0,
-        out=str(out),
-        resume=True,
-        progress=lambda d, t, s: seen.append(d),
-    )
+    res = run(out=str(out), resume=True, progress=lambda d, t, s: seen.append(d))
     assert seen == [5, 6]  # only the two images not yet processed
     assert res["areas"] == ref["areas"] and json.loads(out.read_text())["areas"] == ref["areas"]
     assert not (tmp_path / "res.json.state.pt").exists()
     with pytest.raises(FileExistsError, match="res.json already exists; pass --overwrite"):
-        evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, out=str(out))
+        run(out=str(out))
     before = out.read_bytes()
     seen.clear()
-    again = evaluate(
-        PixelLinear(),
-        "cityscapes",
-        tmp_path,
-        recipe=IDENTITY,
-        workers=0,
-        out=str(out),
-        resume=True,
-        progress=lambda d, t, s: seen.append(d),
-    )
+    again = run(out=str(out), resume=True, progress=lambda d, t, s: seen.append(d))
     assert seen == [] and again["areas"] == ref["areas"] and out.read_bytes() == before  # nothing recomputed
 
 
