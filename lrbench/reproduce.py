@@ -5,6 +5,7 @@ unless given elsewhere, so ``--out X`` never touches the current folder's files.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,17 +87,26 @@ def reproduce(
         outcome.skipped += [
             (e.name, f"no {e.dataset} folder under --data-root") for e in zoo.values() if e not in eval_jobs
         ]
-    for e in eval_jobs:
-        step(f"eval {e.name}")
-        path = rdir / "eval" / f"{e.name}_ss.json"
-        if e.hub is None:
-            outcome.skipped.append((e.name, "no released weights"))
-            continue
-        try:
-            evaluate(e.name, e.dataset, data_root, out=str(path), resume=True, device=device)
-            outcome.evals.append(str(path))
-        except LrbenchError as err:  # weights not obtainable here, a finished result of another run...: row pending
-            outcome.skipped.append((e.name, str(err)))
+    offline = os.environ.get("HF_HUB_OFFLINE")
+    try:
+        for e in eval_jobs:
+            step(f"eval {e.name}")
+            path = rdir / "eval" / f"{e.name}_ss.json"
+            if e.hub is None:
+                outcome.skipped.append((e.name, "no released weights"))
+                continue
+            try:
+                evaluate(e.name, e.dataset, data_root, out=str(path), resume=True, device=device)
+                outcome.evals.append(str(path))
+            except LrbenchError as err:  # weights not obtainable, a finished result of another run...: row pending
+                outcome.skipped.append((e.name, str(err)))
+                if "the hub cannot be reached" in str(err):
+                    os.environ["HF_HUB_OFFLINE"] = "1"  # the other entries: from the cache only, no more waiting
+    finally:
+        if offline is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = offline
     step("report")
     outcome.report = write_report(str(rdir), str(out_path), str(pdir))
     return outcome
