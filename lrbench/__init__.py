@@ -1,12 +1,12 @@
 """lrbench: reproduce LRFormer (Low-Resolution Self-Attention) and its baselines without mmcv/mmseg.
 
-``lrbench.create_model``, ``lrbench.list_models`` and ``lrbench.load_checkpoint`` come from :mod:`lrbench.api`; they
-are imported on first use so that the command line (``lrbench.cli``) starts without importing torch.
+``lrbench.create_model``, ``lrbench.list_models``, ``lrbench.load_checkpoint`` and ``lrbench.predict`` come from
+:mod:`lrbench.api`; they are imported on first use so that the command line (``lrbench.cli``) starts without importing torch.
 """
 
 from .version import __version__
 
-_API = ("create_model", "list_models", "load_checkpoint")
+_API = ("create_model", "list_models", "load_checkpoint", "predict")
 
 
 def __getattr__(name: str):

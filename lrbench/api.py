@@ -7,6 +7,7 @@ import torch.nn as nn
 from .errors import UsageError
 from .models import create_model as _build
 from .models import list_models, load_checkpoint
+from .predictions import predict
 from .zoo import load_pretrained
 
 
@@ -35,4 +36,4 @@ def create_model(
     return model
 
 
-__all__ = ["create_model", "list_models", "load_checkpoint"]
+__all__ = ["create_model", "list_models", "load_checkpoint", "predict"]

@@ -128,7 +128,7 @@ def _fmt(v, spec: str = "") -> str:
 
 def progress_bar(transient: bool = True, disable: bool = False):
     """The rich progress bar every long command uses (on stderr, so --json output stays clean): done/total, rate,
-    elapsed and remaining time."""
+    elapsed and remaining time. Only on a terminal: piped or captured stderr gets the results and errors alone."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -150,7 +150,7 @@ def progress_bar(transient: bool = True, disable: bool = False):
         TextColumn("{task.fields[status]}"),
         console=err_console,
         transient=transient,
-        disable=disable,
+        disable=disable or not err_console.is_terminal,
     )
 
 
@@ -403,6 +403,51 @@ def eval_cmd(
         console.print(f"[yellow]skipped {len(res['skipped'])} bad files (listed in {out})[/]")
 
 
+@app.command("predict", epilog="Example: lrbench predict lrformer-s_ade20k photos/ street.jpg --out preds")
+def predict_cmd(
+    model: str = typer.Argument(..., help=NAME),
+    inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Image files, folders (recursive) or globs."),
+    out: str = typer.Option(..., help="Folder for NAME.png (label map) and NAME_overlay.jpg."),
+    dataset: Optional[Dataset] = typer.Option(None, help="Recipe, classes and palette (default: the entry's)."),
+    checkpoint: Optional[str] = typer.Option(None, help="Local weights (default: the zoo's)."),
+    protocol: Protocol = typer.Option("ss", help="ss (single scale) | ms (6 scales + flip)."),
+    mode: Optional[Mode] = typer.Option(None, help="Default: the recipe's."),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Opacity of the colour mask in the overlay."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images of equal size predicted together."),
+    device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
+    dtype: Dtype = typer.Option("fp32", help="Autocast dtype."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed) instead of stopping."),
+    json_out: bool = typer.Option(False, "--json", help="Per image: outputs and class areas (pixel fractions)."),
+) -> None:
+    """Label maps (palette PNG) and overlays of a model's predictions, with the same pipeline eval scores."""
+    records = with_progress(
+        "predict",
+        _commands().predict,
+        model,
+        inputs,
+        out,
+        dataset,
+        checkpoint,
+        protocol,
+        mode,
+        alpha,
+        batch_size,
+        device,
+        dtype,
+        overwrite,
+        skip_bad,
+    )
+    if json_out:
+        print_json(records)
+        return
+    done = [r for r in records if "error" not in r]
+    console.print(f"{len(done)} images -> {out}/ (NAME.png label maps, NAME_overlay.jpg overlays)")
+    for r in records:
+        if "error" in r:
+            console.print(f"[yellow]skipped {escape(r['image'])}: {escape(r['error'])}[/]")
+
+
 @app.command("report", epilog="Example: lrbench report --results results --out RESULTS.md")
 def report_cmd(
     results: str = typer.Option("results", help="Folder of result JSON files."),
@@ -523,6 +568,35 @@ def zoo_pull_cmd(
     console.print(f"{name}: {state} -> {res['path']}\n  source {res['source']}\n  sha256 {res['sha256']}")
     for n in res["notes"]:
         console.print(f"  note: {n}")
+
+
+@zoo_app.command(
+    "publish",
+    epilog="Example: lrbench zoo publish lrformer-t_ade20k --checkpoint "
+    "lrformer-t-160k_ade20k.pth --repo-id me/lrformer-t-ade20k --dry-run /tmp/card",
+)
+def zoo_publish_cmd(
+    name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-s_ade20k."),
+    checkpoint: str = typer.Option(..., help="The official weights to publish (any format lrbench reads)."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Hub repository OWNER/NAME (created if needed)."),
+    revision: str = typer.Option("main", help="Branch to commit to."),
+    private: bool = typer.Option(False, "--private", help="Create the repository as private."),
+    dry_run: Optional[str] = typer.Option(None, "--dry-run", help="Only write the folder (weights, config, card)."),
+    results: Optional[str] = typer.Option("results", help="Results folder with measured mIoU for the card."),
+    json_out: bool = JSON,
+) -> None:
+    """Verify, convert to safetensors and publish a zoo entry's weights with a model card; prints the manifest lines."""
+    res = _commands().zoo_publish(name, checkpoint, repo_id, revision, private, dry_run, results)
+    if json_out:
+        print_json(res)
+        return
+    where = f"wrote {res['folder']}" if not res["uploaded"] else f"published {res['commit_url']}"
+    console.print(f"{name}: {where} ({', '.join(res['files'])}; sha256 {res['sha256']})")
+    if res.get("manifest_file"):
+        console.print(f"pinned in {res['manifest_file']} ($LRBENCH_ZOO)")
+    else:
+        console.print("manifest lines for zoo/models.yaml (or a local manifest in $LRBENCH_ZOO):")
+        console.print(escape(res["manifest"]), highlight=False)
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ from .errors import OutputError, UsageError
 from .evaluate import evaluate
 from .fileio import check_writable
 from .models import check_family, describe_models
+from .predictions import load_predictor, predict_files
+from .publish import publish
 from .report import write_report
 from .reproduce import Outcome, reproduce
 from .results import resolve_device, write_result
@@ -174,3 +176,36 @@ def zoo_info(name: str) -> dict:
 
 def zoo_pull(name: str, **kwargs) -> dict:
     return pull(name, **kwargs)
+
+
+def predict(
+    model: str,
+    inputs: list[str],
+    out: str,
+    dataset: str | None = None,
+    checkpoint: str | None = None,
+    protocol: str = "ss",
+    mode: str | None = None,
+    alpha: float = 0.5,
+    batch_size: int = 1,
+    device: str = "auto",
+    dtype: str = "fp32",
+    overwrite: bool = False,
+    skip_bad: bool = False,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """``lrbench predict``: label PNGs and overlays for image files, folders or globs."""
+    predictor = load_predictor(model, dataset, checkpoint, protocol, mode, resolve_device(device), dtype)
+    return predict_files(predictor, inputs, out, alpha, overwrite, skip_bad, batch_size, progress)
+
+
+def zoo_publish(
+    name: str,
+    checkpoint: str,
+    repo_id: str,
+    revision: str = "main",
+    private: bool = False,
+    dry_run: str | None = None,
+    results: str | None = "results",
+) -> dict:
+    return publish(name, checkpoint, repo_id, revision, private, dry_run, results)

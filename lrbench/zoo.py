@@ -131,7 +131,8 @@ def _load(paths: tuple[tuple[Path, int], ...]) -> dict[str, ZooEntry]:
 
 def load_zoo() -> dict[str, ZooEntry]:
     """All zoo entries: the shipped manifest, then the local one in ``$LRBENCH_ZOO`` (its entries win)."""
-    paths = [ZOO_FILE] + ([Path(os.environ["LRBENCH_ZOO"])] if os.environ.get("LRBENCH_ZOO") else [])
+    local = Path(os.environ["LRBENCH_ZOO"]) if os.environ.get("LRBENCH_ZOO") else None
+    paths = [ZOO_FILE] + ([local] if local is not None and local.exists() else [])  # created by `zoo publish`
     return _load(tuple((p, p.stat().st_mtime_ns if p.exists() else 0) for p in paths))
 
 
@@ -352,12 +353,15 @@ def write_converted(
     save_safetensors(model.state_dict(), path, metadata=meta)
 
 
-def convert(arch: str, checkpoint: str, out: str, num_classes: int) -> tuple[nn.Module, list[str]]:
-    """``lrbench convert``: load ``checkpoint`` strictly into ``arch`` and write it as lrbench safetensors."""
+def convert(
+    arch: str, checkpoint: str, out: str, num_classes: int, entry: str | None = None
+) -> tuple[nn.Module, list[str]]:
+    """Load ``checkpoint`` strictly into ``arch`` and write it as lrbench safetensors (``lrbench convert``, and the
+    weights ``lrbench zoo publish`` uploads for ``entry``)."""
     state, notes = convert_weights(read_state_dict(checkpoint), model_family(arch))
     model = create_model(arch, num_classes=num_classes)
     match_state_dict(model, state, source=checkpoint, guess=guess_architecture(state))
-    write_converted(model, out, source=Path(checkpoint).name, source_sha256=sha256_file(checkpoint))
+    write_converted(model, out, source=Path(checkpoint).name, source_sha256=sha256_file(checkpoint), entry=entry)
     return model, notes
 
 

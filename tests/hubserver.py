@@ -1,13 +1,18 @@
-"""A tiny stand-in for the Hugging Face hub on 127.0.0.1: the ``/{repo}/resolve/{revision}/{file}`` endpoint.
+"""A tiny stand-in for the Hugging Face hub on 127.0.0.1.
 
-It answers HEAD and GET with the headers huggingface_hub relies on (``X-Repo-Commit``, ``ETag``,
-``Content-Length``), the hub's ``X-Error-Code`` on 404s, honours ``Range``, and records every request so tests can
-assert what reached the network.
+Downloads: the ``/{repo}/resolve/{revision}/{file}`` endpoint, answering HEAD and GET with the headers
+huggingface_hub relies on (``X-Repo-Commit``, ``ETag``, ``Content-Length``), the hub's ``X-Error-Code`` on 404s,
+honouring ``Range``. Uploads: what ``create_repo``, ``create_branch`` and ``upload_folder`` call (``/api/repos/create``,
+``/api/validate-yaml``, ``/api/models/{repo}/preupload|commit|branch/{revision}``), with every file declared a
+"regular" upload so the commit carries it inline. Every request is recorded so tests can assert what reached the
+network.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
@@ -20,6 +25,8 @@ class LocalHub:
         self.fail_with: int | None = None  # answer every request with this HTTP status
         self.cut_after: int | None = None  # send only this many bytes of a body, then close (a download cut short)
         self.commit = "0" * 40  # a new commit for every change, as on the real hub
+        self.repos: dict[str, dict] = {}  # created through the API: repo_id -> {"private": bool}
+        self.commits: list[dict] = []  # commits received: {"repo", "revision", "summary", "files"}
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -31,6 +38,9 @@ class LocalHub:
 
             def do_GET(self):
                 hub._answer(self, body=True)
+
+            def do_POST(self):
+                hub._api(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -83,3 +93,60 @@ class LocalHub:
             h.wfile.write(part if self.cut_after is None else part[: self.cut_after])
             if self.cut_after is not None:
                 h.close_connection = True
+
+    def _json(self, h: BaseHTTPRequestHandler, obj: object, status: int = 200) -> None:
+        data = json.dumps(obj).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _api(self, h: BaseHTTPRequestHandler) -> None:
+        self.requests.append(("POST", h.path))
+        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        path = unquote(h.path.split("?", 1)[0])
+        if self.fail_with:
+            return self._json(h, {"error": "failing"}, self.fail_with)
+        if path == "/api/repos/create":
+            req = json.loads(body)
+            repo = f"{req['organization']}/{req['name']}" if req.get("organization") else req["name"]
+            if repo in self.repos:
+                return self._json(h, {"error": "You already created this model repo"}, 409)
+            self.repos[repo] = {"private": bool(req.get("private"))}
+            return self._json(h, {"url": f"{self.url}/{repo}", "name": repo})
+        if path == "/api/validate-yaml":
+            return self._json(h, {"errors": [], "warnings": []})
+        if path.startswith("/api/models/"):
+            rest = path[len("/api/models/") :]
+            for action in ("preupload", "commit", "branch"):
+                repo, sep, revision = rest.partition(f"/{action}/")
+                if sep:
+                    break
+            if repo not in self.repos:
+                return self._json(h, {"error": f"Repository {repo} not found"}, 404)
+            if action == "preupload":
+                files = json.loads(body)["files"]
+                return self._json(
+                    h,
+                    {
+                        "files": [
+                            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+                            for f in files
+                        ]
+                    },
+                )
+            if action == "branch":
+                return self._json(h, {})
+            lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+            files = {
+                ln["value"]["path"]: base64.b64decode(ln["value"]["content"]) for ln in lines if ln["key"] == "file"
+            }
+            for name, content in files.items():
+                self.add(repo, name, content)
+            summary = next(ln["value"]["summary"] for ln in lines if ln["key"] == "header")
+            self.commits.append({"repo": repo, "revision": revision, "summary": summary, "files": sorted(files)})
+            return self._json(
+                h, {"commitUrl": f"{self.url}/{repo}/commit/{self.commit}", "commitOid": self.commit, "success": True}
+            )
+        return self._json(h, {"error": f"no such endpoint {path}"}, 404)

@@ -15,9 +15,9 @@ LAYERS = [
     {"lrbench.models.lrformer", "lrbench.models.segformer", "lrbench.models.upernet_swin", "lrbench.models"},
     {"lrbench.recipes"},
     {"lrbench.zoo"},
-    {"lrbench.api", "lrbench.speed", "lrbench.complexity", "lrbench.evaluate", "lrbench.claims"},
-    {"lrbench.report"},
-    {"lrbench.reproduce"},
+    {"lrbench.speed", "lrbench.complexity", "lrbench.evaluate", "lrbench.claims"},
+    {"lrbench.predictions", "lrbench.report", "lrbench.publish"},
+    {"lrbench.api", "lrbench.reproduce"},
     {"lrbench.commands"},
     {"lrbench.cli", "lrbench.__main__", "lrbench"},
 ]
