@@ -6,10 +6,8 @@ module measures that against full multi-head self-attention (MHSA) and SegFormer
 reduction 8/4/2/1 by stage), one attention layer per stage at matched channels (LRFormer-S / SegFormer-B2 stage
 widths 64/128/320/512), and compares whole-model cost of LRFormer-S, SegFormer-B2 and UperNet-Swin-T.
 
-FLOPs here are counted on the meta device with ``torch.utils.flop_counter`` (no memory, any resolution; matmul,
-conv and attention kernels; reported as multiply-adds = FLOPs / 2 to match the papers' convention). At the published
-shapes it agrees with the fvcore count of ``lrbench flops`` to within 1% (fvcore also counts norms, pools and
-upsampling). Latencies are real CPU/GPU forwards; a layer whose cost exceeds ``max_gmacs`` is not timed (MHSA at high
+FLOPs here are counted on the meta device with ``lrbench flops``' own counter (:func:`lrbench.complexity.count_macs`:
+no memory, any resolution, multiply-adds in the papers' convention); "attention" FLOPs are its attention kernels. Latencies are real CPU/GPU forwards; a layer whose cost exceeds ``max_gmacs`` is not timed (MHSA at high
 resolution would take minutes) and is marked as skipped. Every verdict is computed from these measurements.
 """
 
@@ -19,8 +17,8 @@ import math
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from .complexity import count_macs
 from .fileio import atomic_write_bytes
 from .models import create_model
 from .models.lrformer import PoolingAttention
@@ -65,28 +63,12 @@ def attention_layer(kind: str, stage: int) -> nn.Module:
     return EfficientAttention(C, h, 1 if kind == "MHSA" else SR_RATIOS[stage])
 
 
-def _numel(shape) -> int:
-    return math.prod(shape)
-
-
-# fvcore's counts for the memory-bound ops torch's counter skips (x2: FlopCounterMode counts 2 FLOPs per MAC), so the
-# meta count follows the same convention as ``lrbench flops`` and LRSA's linear-in-pixels pool/upsample cost shows.
-_FVCORE_EXTRAS = {
-    torch.ops.aten._adaptive_avg_pool2d: lambda x, *a, out_shape=None, **k: 2 * _numel(x),
-    torch.ops.aten.upsample_bilinear2d: lambda x, *a, out_shape=None, **k: 2 * 4 * _numel(out_shape),
-    torch.ops.aten.native_layer_norm: lambda x, *a, out_shape=None, **k: 2 * 5 * _numel(x),
-    torch.ops.aten._native_batch_norm_legit_no_training: lambda x, *a, out_shape=None, **k: 2 * 2 * _numel(x),
-}
-
-
 def meta_macs(fn) -> tuple[float, float]:
-    """(total GMACs, attention-kernel GMACs) of ``fn()`` counted by torch's FlopCounterMode (+ fvcore's extras)."""
-    with FlopCounterMode(display=False, custom_mapping=_FVCORE_EXTRAS) as fc, torch.no_grad():
-        fn()
-    counts = fc.get_flop_counts().get("Global", {})
+    """(total GMACs, attention-kernel GMACs) of ``fn()`` in ``lrbench flops``' convention."""
+    res = count_macs(fn)
     # attention kernels: SDPA, or the batched matmuls it decomposes into on the meta device (linears are mm/addmm)
-    core = sum(v for k, v in counts.items() if "scaled_dot_product" in str(k) or str(k).startswith("aten.bmm"))
-    return fc.get_total_flops() / 2e9, core / 2e9
+    core = sum(v for k, v in res["by_operator"].items() if k in ("attention", "matmul (attention)"))
+    return res["total"] / 1e9, core / 1e9
 
 
 def _stage_hw(size: tuple[int, int], stage: int) -> tuple[int, int]:

@@ -20,67 +20,102 @@ Counting is fvcore's ``FlopCountAnalysis`` (the same jit-trace analyser that mme
 from __future__ import annotations
 
 import math
-import warnings
+from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from .errors import UsageError
 from .models import create_model
 from .zoo import resolve
 
-# Ops deliberately not counted (convention above): activations and element-wise arithmetic.
-IGNORED_OPS = (
-    "aten::gelu",
-    "aten::dropout",
-    "aten::feature_dropout",
-    "aten::softmax",
-    "aten::add",
-    "aten::add_",
-    "aten::mul",
-    "aten::mul_",
-    "aten::sub",
-    "aten::div",
-    "aten::fill_",
-    "aten::zeros",
-    "aten::zeros_like",
-    "aten::pad",
-    "aten::repeat",
-    "aten::unflatten",
-    "aten::masked_fill_",
-    "aten::ne",
+aten = torch.ops.aten
+
+
+def _numel(shape) -> int:
+    return math.prod(shape)
+
+
+# fvcore's counts for the memory-bound ops torch's counter skips; FlopCounterMode counts 2 FLOPs per multiply-add,
+# so these are given as 2 x fvcore's number and every total is halved.
+FVCORE_EXTRAS = {
+    aten._adaptive_avg_pool2d: lambda x, *a, out_shape=None, **k: 2 * _numel(x),
+    aten.mean: lambda x, *a, out_shape=None, **k: 2 * _numel(x),  # adaptive_avg_pool2d to 1x1 arrives as a mean
+    aten.upsample_bilinear2d: lambda x, *a, out_shape=None, **k: 2 * 4 * _numel(out_shape),
+    aten.native_layer_norm: lambda x, *a, out_shape=None, **k: 2 * 5 * _numel(x),
+    aten.native_group_norm: lambda x, *a, out_shape=None, **k: 2 * 5 * _numel(x),
+    aten._native_batch_norm_legit_no_training: lambda x, *a, out_shape=None, **k: 2 * 2 * _numel(x),
+}
+# Not counted by the convention: activations, element-wise arithmetic, reductions to build masks, memory and shape ops.
+FREE_OPS = frozenset(
+    "view _unsafe_view reshape permute transpose t expand clone contiguous cat stack split split_with_sizes slice "
+    "select unsqueeze squeeze flatten unflatten as_strided detach alias add sub mul div rsub neg gelu relu relu_ "
+    "silu sigmoid tanh _softmax softmax _safe_softmax _to_copy copy_ zeros zero_ fill_ empty empty_like new_zeros "
+    "new_empty new_ones ones ones_like zeros_like full full_like lift_fresh constant_pad_nd pad index index_select "
+    "arange masked_fill masked_fill_ ne eq lt gt ge le where roll repeat _reshape_alias max_pool2d_with_indices "
+    "native_dropout dropout scalar_tensor add_ mul_ div_ sub_ clamp clamp_min".split()
 )
+# Composite names under which counted ops can reach the op recorder before their decomposition.
+COUNTED_ALIASES = frozenset("native_batch_norm _native_batch_norm_legit batch_norm layer_norm group_norm".split())
+OP_NAMES = {
+    "convolution": "conv",
+    "addmm": "linear",
+    "mm": "linear",
+    "bmm": "matmul (attention)",
+    "native_layer_norm": "layer_norm",
+    "native_group_norm": "group_norm",
+    "_native_batch_norm_legit_no_training": "batch_norm",
+    "_adaptive_avg_pool2d": "adaptive_avg_pool2d",
+    "upsample_bilinear2d": "upsample_bilinear2d",
+    "mean": "adaptive_avg_pool2d",
+}
 
 
-def _shape(v: Any) -> list[int] | None:
-    t = v.type()
-    return list(t.sizes()) if hasattr(t, "sizes") and t.sizes() is not None else None
+def _opname(op) -> str:
+    return str(op).split(".", 1)[-1]  # aten.convolution -> convolution
 
 
-def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
-    """FLOPs of ``scaled_dot_product_attention``: ``q @ k^T`` plus ``attn @ v`` (multiply-adds)."""
-    q, k, v = (_shape(x) for x in inputs[:3])
-    batch = math.prod(q[:-2])
-    Nq, d, Nk, dv = q[-2], q[-1], k[-2], v[-1]
-    return batch * Nq * Nk * d + batch * Nq * Nk * dv
+class _OpRecorder(TorchDispatchMode):
+    """Counts every aten op a forward calls (to name the ones the convention neither counts nor ignores)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls[func.overloadpacket] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_macs(fn: Callable[[], object]) -> dict:
+    """Multiply-adds of ``fn()`` in the convention above: ``{total, by_module, by_operator, unsupported_ops}``
+    (``by_module`` by fully qualified module name, e.g. ``Segmentor.backbone``)."""
+    with FlopCounterMode(display=False, custom_mapping=FVCORE_EXTRAS) as fc, _OpRecorder() as rec, torch.no_grad():
+        fn()
+    counts = fc.get_flop_counts()
+    counted = set(flop_registry) | set(FVCORE_EXTRAS)
+    by_op: dict[str, float] = {}
+    for op, flops in counts.get("Global", {}).items():
+        name = OP_NAMES.get(_opname(op), "attention" if "attention" in _opname(op) else _opname(op))
+        by_op[name] = by_op.get(name, 0) + flops / 2
+    unsupported = {
+        f"aten::{_opname(op)}": n
+        for op, n in rec.calls.items()
+        if op not in counted and _opname(op) not in FREE_OPS | COUNTED_ALIASES
+    }
+    return {
+        "total": fc.get_total_flops() / 2,
+        "by_module": {k: sum(v.values()) / 2 for k, v in counts.items()},
+        "by_operator": by_op,
+        "unsupported_ops": unsupported,
+    }
 
 
 def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def flop_analysis(model: nn.Module, inputs: torch.Tensor):
-    """A configured fvcore FlopCountAnalysis (handles and ignores as documented in the module docstring)."""
-    from fvcore.nn import FlopCountAnalysis
-
-    fca = FlopCountAnalysis(model, inputs)
-    fca.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
-    fca.set_op_handle(**{op: None for op in IGNORED_OPS})
-    fca.unsupported_ops_warnings(False)
-    fca.uncalled_modules_warnings(False)
-    return fca
 
 
 def count_flops(
@@ -108,27 +143,27 @@ def count_flops(
         r = resolve(model, dataset)
         name, shape = r.arch, shape or tuple(r.recipe["flops_shape"])
         num_classes = num_classes if num_classes is not None else r.num_classes
-        step(0, f"building {name}")
-        model = create_model(name, num_classes=num_classes)
+        on_meta = True
     else:
+        on_meta = False
         name = getattr(model, "name", type(model).__name__)
         if shape is None:
             raise UsageError("count_flops needs a shape for a model object")
     shape = tuple(shape)
     if len(shape) != 2 or min(shape) < 32:
         raise UsageError(f"--shape must be two sizes H W of at least 32 pixels, got {list(shape)}")
-    step(1, f"tracing {name} at {shape[0]}x{shape[1]}")
+    step(1, f"counting {name} at {shape[0]}x{shape[1]}")
+    if on_meta:
+        with torch.device("meta"):
+            model = create_model(name, num_classes=num_classes)
     model = model.eval()
-    x = torch.zeros(1, 3, *shape)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # jit tracer chatter
-        fca = flop_analysis(model, x)
-        total = fca.total()
-        by_module = fca.by_module()
-        by_op = fca.by_operator()
-        unsupported = dict(fca.unsupported_ops())
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = torch.zeros(1, 3, *shape, device=device)
+    res = count_macs(lambda: model(x))
     step(3, "counted")
+    root = type(model).__name__
     parts = {n: m for n, m in model.named_children() if n in ("backbone", "decode_head")}
+    total = res["total"]
     return {
         "model": name,
         "shape": list(shape),
@@ -137,8 +172,8 @@ def count_flops(
         "params_backbone": param_count(parts["backbone"]) if "backbone" in parts else param_count(model),
         "params_head": param_count(parts["decode_head"]) if "decode_head" in parts else 0,
         "gflops": total / 1e9,
-        "gflops_backbone": by_module.get("backbone", total) / 1e9,
-        "gflops_head": by_module.get("decode_head", 0) / 1e9,
-        "by_operator": {k: v / 1e9 for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])},
-        "unsupported_ops": unsupported,
+        "gflops_backbone": res["by_module"].get(f"{root}.backbone", total) / 1e9,
+        "gflops_head": res["by_module"].get(f"{root}.decode_head", 0) / 1e9,
+        "by_operator": {k: v / 1e9 for k, v in sorted(res["by_operator"].items(), key=lambda kv: -kv[1])},
+        "unsupported_ops": res["unsupported_ops"],
     }
