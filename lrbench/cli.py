@@ -82,7 +82,7 @@ class LrbenchGroup(TyperGroup):
             rv = 1
         finally:
             if main_thread:
-                signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         if standalone_mode:
             sys.exit(rv or 0)
         return rv
@@ -267,6 +267,8 @@ def speed_cmd(
         f"{'  channels_last' if channels_last else ''}{'  compiled' if compile else ''}"
     )
     console.print(f"device: {res['device_name']}  torch {res['torch']}  warmup {warmup}  iters {iters}")
+    if res["compile_s"] is not None:
+        console.print(f"torch.compile: {res['compile_s']:.1f} s for the first call (not in the latency below)")
     mem = f"  peak memory {res['peak_mem_mb']:.0f} MiB" if res["peak_mem_mb"] is not None else ""
     console.print(
         f"[bold]{res['median_ms']:.1f} ms[/] median (IQR {res['iqr_ms']:.1f} ms)  "

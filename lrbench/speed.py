@@ -3,7 +3,8 @@
 GPU: CUDA events around each forward, synchronised, cudnn.benchmark off (mmseg's test setting), peak memory from the allocator.
 CPU: ``time.perf_counter``. Always ``torch.inference_mode``; warm-up iterations are discarded; median and
 inter-quartile range are reported (robust to the odd slow iteration). Results carry the device, torch version and
-every setting, so a number is never separated from how it was measured.
+every setting, so a number is never separated from how it was measured. With ``compile``, the first call (where
+torch.compile compiles) is timed on its own (``compile_s``) and is not part of the warm-up or the latency.
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ def measure_speed(
         with amp:
             return fwd(x)
 
+    compile_s = None
+    if compile:  # the first call compiles: timed on its own, never mixed into the steady-state latency
+        with torch.inference_mode():
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            compile_s = time.perf_counter() - t0
     t = time_forward(step, device, warmup, iters, progress)
     return {
         "model": model_name,
@@ -121,6 +130,7 @@ def measure_speed(
         "dtype": dtype,
         "channels_last": channels_last,
         "compile": compile,
+        "compile_s": compile_s,
         "device": device,
         "device_name": device_name(device),
         "torch": torch.__version__,
