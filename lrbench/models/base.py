@@ -17,19 +17,34 @@ class Segmentor(nn.Module):
     Images are normalised float tensors (B, 3, H, W); logits are (B, num_classes, H/s, W/s) with
     ``s = output_stride`` (ceil for sides that are not multiples of s). State-dict keys carry the official
     ``backbone.`` / ``decode_head.`` prefixes.
+
+    Inference layout (every family alike): feature maps are kept channels-last (NHWC in memory), so the token view
+    (B, N, C) that the transformer blocks use is a free reshape instead of a transpose copy around every op, and the
+    convolutions run oneDNN / cuDNN's NHWC kernels. The weights are converted once here; the state dict is
+    unchanged (``channels_last=False`` keeps the plain NCHW layout, as the official code runs).
     """
 
-    def __init__(self, name: str, backbone: nn.Module, decode_head: nn.Module, num_classes: int, output_stride: int):
+    def __init__(
+        self,
+        name: str,
+        backbone: nn.Module,
+        decode_head: nn.Module,
+        num_classes: int,
+        output_stride: int,
+        channels_last: bool = True,
+    ):
         super().__init__()
         self.name = name
         self.backbone = backbone
         self.decode_head = decode_head
         self.num_classes = num_classes
         self.output_stride = output_stride
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)
-        return self.decode_head(self.backbone(images))
+        return self.decode_head(self.backbone(images.contiguous(memory_format=self.memory_format)))
 
 
 def check_images(images: torch.Tensor) -> None:

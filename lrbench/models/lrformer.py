@@ -41,6 +41,14 @@ def pyramid_sizes(q_pooled_size: int) -> list[int]:
     return [round(t * q_pooled_size / 16.0 + POOL_EPS) for t in BASE_POOLED_SIZES]
 
 
+def dw_residual(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``x + conv(x)`` for a 3x3 depth-wise ``conv`` (padding 1) in one convolution: the identity is added to the
+    centre tap of the kernel, which saves a full-resolution add (the same sum, up to float rounding)."""
+    w = conv.weight.clone()  # (C, 1, 3, 3)
+    w[:, 0, 1, 1] += 1
+    return F.conv2d(x, w, conv.bias, padding=1, groups=conv.groups)
+
+
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     # q: (B, heads, Nq, hd); k, v: (B, heads, Nk, hd); scale = hd^-0.5 as in the official qk_scale=None.
     return F.scaled_dot_product_attention(q, k, v)
@@ -126,7 +134,7 @@ class PoolingAttention(nn.Module):
         pools = []
         for size, d_conv in zip(self.pooled_sizes, d_convs):
             pool = F.adaptive_avg_pool2d(x_, pooled_size(size, H, W))
-            pools.append((pool + d_conv(pool)).flatten(2))
+            pools.append(dw_residual(d_conv, pool).flatten(2))
         pools = self.norm(torch.cat(pools, dim=2).transpose(1, 2))  # (B, Nk, C), Nk = 237 for square maps
         kv = self.kv(pools).reshape(B, -1, 2, heads, hd).permute(2, 0, 3, 1, 4)  # (2, B, heads, Nk, hd)
 
@@ -148,7 +156,7 @@ class IRB(nn.Module):
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.fc1(x))
-        return self.fc2(x + self.conv(x))
+        return self.fc2(dw_residual(self.conv, x))
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         B, N, C = x.shape
@@ -184,7 +192,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, H: int, W: int, d_convs: nn.ModuleList) -> torch.Tensor:
         B, N, C = x.shape
         x = self.pre_norm(x.transpose(1, 2).reshape(B, C, H, W))
-        x = (x + self.cpe(x)).flatten(2).transpose(1, 2)
+        x = dw_residual(self.cpe, x).flatten(2).transpose(1, 2)
         a = self.attn(self.norm1(x), H, W, d_convs)
         x = x + self.drop_path(self.layer_scale_1 * a if self.ls else a)
         m = self.mlp(self.norm2(x), H, W)
@@ -291,7 +299,7 @@ class HeadBlock(nn.Module):
         self.layer_scale_2 = nn.Parameter(1e-6 * torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.cpe(x)
+        x = dw_residual(self.cpe, x)
         x = x + self.layer_scale_1[None, :, None, None] * self.attn(self.norm1(x))
         return x + self.layer_scale_2[None, :, None, None] * self.mlp.forward_map(self.norm2(x))
 
