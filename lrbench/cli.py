@@ -318,6 +318,9 @@ def eval_cmd(
     workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
     device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
     amp: bool = typer.Option(False, "--amp", help="Autocast (fp16 on CUDA, bf16 on CPU)."),
+    dtype: Dtype = typer.Option("fp32", help="Autocast dtype (fp16 needs CUDA)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Pass channels-last inputs."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (compile time recorded apart)."),
     out: Optional[str] = typer.Option(
         None, help="Result JSON (default results/eval/<model>_<dataset>_<protocol>.json)."
     ),
@@ -359,6 +362,9 @@ def eval_cmd(
             batch_size=batch_size,
             workers=workers,
             amp=amp,
+            dtype=dtype,
+            channels_last=channels_last,
+            compile=compile,
             resume=resume,
             overwrite=overwrite,
             state_seconds=save_every,

@@ -24,7 +24,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from .metrics import IoUAccumulator
 from .models import create_model
 from .models.base import IMAGENET_MEAN, IMAGENET_STD
 from .names import MODES, MS_MERGES, PROTOCOLS
-from .results import check_device, device_name, record, versions
+from .results import autocast, check_device, check_dtype, device_name, record, versions
 from .zoo import fetch, resolve, sha256_file
 
 MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -220,7 +219,7 @@ def _describe_change(old: dict, new: dict) -> str:
         parts.append(f"the image list changed: {old.get('n')} → {new.get('n')} images")
     elif old.get("images") != new.get("images"):
         parts.append("the image files changed")
-    for k in ("model", "weights_sha256", "dataset", "protocol", "mode", "merge", "test", "world", "amp"):
+    for k in ("model", "weights_sha256", "dataset", "protocol", "mode", "merge", "test", "world", "dtype"):
         if old.get(k) != new.get(k):
             a, b = old.get(k), new.get(k)
             if k == "weights_sha256":
@@ -291,11 +290,18 @@ def _dist() -> tuple[int, int]:
     """(rank, world size); initialises the default group under torchrun (NCCL on GPUs, gloo on CPU)."""
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ  # torchrun
+    if launched and dist.is_available() and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _backend() -> str | None:
+    import torch.distributed as dist
+
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
 
 def _gather_lists(items: list) -> list:
@@ -311,20 +317,30 @@ def _gather_lists(items: list) -> list:
 
 class TimedForward(nn.Module):
     """Wraps a model to add up the time spent in its forward (synchronised on CUDA) and count its calls: the rest
-    of the evaluation (decoding, resizing, the metric, waiting for data) is the overhead the eval benchmark reports."""
+    of the evaluation (decoding, resizing, the metric, waiting for data) is the overhead the eval benchmark reports.
+    With ``compile``, the model is torch.compile'd and its first call (the compilation) is kept apart in
+    ``compile_s``; with ``channels_last`` the input is passed in channels-last memory."""
 
-    def __init__(self, model: nn.Module, device: str):
+    def __init__(self, model: nn.Module, device: str, compile: bool = False, channels_last: bool = False):
         super().__init__()
-        self.model, self.cuda, self.seconds, self.calls = model, device.startswith("cuda"), 0.0, 0
+        self.model = torch.compile(model) if compile else model
+        self.cuda, self.seconds, self.calls, self.compile_s = device.startswith("cuda"), 0.0, 0, None
+        self.compiling = compile
+        self.memory_format = torch.channels_last if channels_last else torch.preserve_format
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = self.model(x)
+        out = self.model(
+            x.contiguous(memory_format=self.memory_format) if self.memory_format != torch.preserve_format else x
+        )
         if self.cuda:
             torch.cuda.synchronize()
-        self.seconds += time.perf_counter() - t0
+        if self.compiling:
+            self.compile_s, self.compiling = time.perf_counter() - t0, False
+        else:
+            self.seconds += time.perf_counter() - t0
         self.calls += 1
         return out
 
@@ -348,7 +364,7 @@ def run_loop(
     device: str,
     batch_size: int,
     workers: int,
-    amp: bool,
+    dtype: str,
     skip_bad: bool,
     progress: Callable[[int, int, dict], None] | None,
 ) -> None:
@@ -361,11 +377,7 @@ def run_loop(
         pin_memory=device.startswith("cuda"),
         persistent_workers=False,
     )
-    amp_ctx = (
-        torch.autocast(device.split(":")[0], dtype=torch.float16 if device.startswith("cuda") else torch.bfloat16)
-        if amp
-        else nullcontext()
-    )
+    amp_ctx = autocast(dtype, device)
     try:
         with torch.inference_mode():
             for batch in loader:
@@ -414,6 +426,9 @@ def evaluate(
     workers: int = 2,
     device: str = "cpu",
     amp: bool = False,
+    dtype: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
     out: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -430,9 +445,14 @@ def evaluate(
     ``<out>.state[.rankN].pt`` every ``state_every`` images, every ``state_seconds`` and on any interruption;
     ``resume=True`` continues from there and ends with bit-identical areas, or returns the finished result when it
     was made by the same run. Under torchrun each rank takes a disjoint shard; areas are all-reduced and rank 0
-    writes ``out``. ``batch_size`` images of equal size go through the model in one forward.
+    writes ``out``. ``batch_size`` images of equal size go through the model in one forward. ``dtype`` autocasts
+    (``amp=True`` is the earlier spelling of fp16 on CUDA / bf16 on CPU), ``channels_last`` passes channels-last
+    inputs, ``compile`` torch.compiles the model (its compile time is recorded apart from the model time).
     """
     check_run_options(device, batch_size, workers, limit)
+    if amp:
+        dtype = "fp16" if device.startswith("cuda") else "bf16"
+    check_dtype(dtype, device)
     out_path = Path(out) if out else None
     if out_path is not None:
         if out_path.exists() and not (overwrite or resume):
@@ -460,7 +480,7 @@ def evaluate(
         "test": cfg.test,
         "world": world,
         "merge": cfg.merge,
-        "amp": amp,
+        "dtype": dtype,
     }
     state = ResumeState(
         state_path(out_path, rank, world) if out_path else None,
@@ -483,9 +503,9 @@ def evaluate(
     state.restore(acc, resume, overwrite)
     shard = indices[rank::world]
     todo = [i for i in shard if i not in state.done]
-    timed = TimedForward(net, device)
+    timed = TimedForward(net, device, compile, channels_last)
     t_start = time.perf_counter()
-    run_loop(timed, ds, cfg, todo, len(shard), acc, state, device, batch_size, workers, amp, skip_bad, progress)
+    run_loop(timed, ds, cfg, todo, len(shard), acc, state, device, batch_size, workers, dtype, skip_bad, progress)
     wall = time.perf_counter() - t_start
     state.save(acc)
     acc.all_reduce()
@@ -518,16 +538,20 @@ def evaluate(
         device=device,
         device_name=device_name(device),
         world_size=world,
-        amp=amp,
+        dist_backend=_backend(),
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=compile,
         batch_size=batch_size,
         versions=versions(),
         fingerprint=fingerprint,
         timings={
             "wall_s": wall,
             "model_s": timed.seconds,
+            "compile_s": timed.compile_s,
             "forwards": timed.calls,
             "images_per_s": len(todo) / wall if wall else None,
-            "outside_model_share": 1 - timed.seconds / wall if wall else None,
+            "outside_model_share": 1 - (timed.seconds + (timed.compile_s or 0)) / wall if wall else None,
         },
     )
     if out_path is not None and rank == 0:

@@ -310,12 +310,16 @@ def render(
             "| model | input | batch | dtype | device | torch | median ms (IQR) | images/s |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for r in sorted(results["speed"], key=lambda r: (r["device_name"], r["model"], r["shape"])):
+        for r in sorted(
+            results["speed"], key=lambda r: (r["device_name"], r["model"], r["shape"], r["dtype"], r["batch_size"])
+        ):
             L.append(
                 f"| {r['model']} | {r['shape'][0]}x{r['shape'][1]} | {r['batch_size']} | {r['dtype']}"
                 f"{' cl' if r['channels_last'] else ''}{' compiled' if r['compile'] else ''} | {r['device_name']} "
                 f"| {r['torch']} | {r['median_ms']:.1f} ({r['iqr_ms']:.1f}) | {r['images_per_s']:.2f} |"
             )
+        if plots and plots.get("latency"):
+            L += ["", f"![latency vs resolution]({plots['latency']})"]
     L += [
         "",
         "## Provenance",
@@ -368,6 +372,39 @@ def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str
     plt.close(fig)
 
 
+def plot_latency_vs_resolution(speed: list[dict], path: str) -> bool:
+    """PNG: batch-1 latency vs input pixels (log-log), one line per model and device and dtype with at least two
+    resolutions; False (nothing written) when there is no such series."""
+    series: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    for r in speed:
+        if r["batch_size"] == 1 and not r["compile"]:
+            series.setdefault((r["model"], r["device_name"], r["dtype"]), []).append(
+                (r["shape"][0] * r["shape"][1], r["median_ms"])
+            )
+    series = {k: sorted(set(v)) for k, v in series.items() if len({p for p, _ in v}) >= 2}
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for (model, device, dtype), pts in sorted(series.items()):
+        style = "o-" if model.startswith("lrformer") else "s--"
+        ax.plot([p for p, _ in pts], [t for _, t in pts], style, label=f"{model} {dtype} ({device})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("input pixels")
+    ax.set_ylabel("median latency, ms (batch 1)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None}))
+    plt.close(fig)
+    return True
+
+
 def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_dir: str | None = "plots") -> dict:
     """Read results, write RESULTS.md (+ .csv beside it) and the plots; returns the paths written."""
     results = load_results(results_dir)
@@ -383,6 +420,8 @@ def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_di
         if results["claims"] and results["claims"][-1].get("attention"):
             plot_claims(results["claims"][-1], str(pdir / "claims.png"))
             plots["claims"] = os.path.relpath(pdir / "claims.png", out_path.parent)
+        if plot_latency_vs_resolution(results["speed"], str(pdir / "latency_vs_resolution.png")):
+            plots["latency"] = os.path.relpath(pdir / "latency_vs_resolution.png", out_path.parent)
     md, csv = render(results, zoo, plots, tables=tables)
     atomic_write_bytes(out_path, lambda tmp: Path(tmp).write_text(md))
     csv_path = out_path.with_suffix(".csv")

@@ -4,6 +4,7 @@ and names the file when one is missing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -64,6 +65,25 @@ def check_device(device: str) -> None:
         raise UsageError(f"--device must be cpu or cuda, got '{device}'")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_dtype(dtype: str, device: str) -> None:
+    if dtype not in AUTOCAST_DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(AUTOCAST_DTYPES)}, got '{dtype}'")
+    if dtype == "fp16" and not device.startswith("cuda"):
+        raise UsageError(
+            "--dtype fp16 needs --device cuda (CPU fp16 kernels are slow and unrepresentative); use bf16 or fp32 on CPU"
+        )
+
+
+def autocast(dtype: str, device: str):
+    """The autocast context for ``--dtype`` (a no-op for fp32)."""
+    if AUTOCAST_DTYPES[dtype] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=AUTOCAST_DTYPES[dtype])
 
 
 def device_name(device: str) -> str:

@@ -12,18 +12,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 
 from .errors import UsageError
 from .models import create_model
-from .names import DTYPES as DTYPE_NAMES
-from .results import check_device, device_name
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-assert tuple(DTYPES) == DTYPE_NAMES
+from .results import autocast, check_device, check_dtype, device_name
 
 
 def _sync(device: str) -> None:
@@ -88,15 +83,10 @@ def measure_speed(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Latency and images/s of one architecture's forward at ``shape`` (H, W) with random normalised input."""
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     check_device(device)
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
-    if dtype == "fp16" and not device.startswith("cuda"):
-        raise UsageError(
-            "--dtype fp16 needs --device cuda (CPU fp16 kernels are slow and unrepresentative); use bf16 or fp32 on CPU"
-        )
+    check_dtype(dtype, device)
     if len(shape) != 2 or min(shape) < 32:
         raise UsageError(f"--shape must be two sizes H W of at least 32 pixels, got {list(shape)}")
     model = create_model(model_name, num_classes=num_classes).to(device)
@@ -107,7 +97,7 @@ def measure_speed(
         torch.backends.cudnn.benchmark = False  # mmseg's test setting
         torch.cuda.reset_peak_memory_stats()
     fwd = torch.compile(model) if compile else model
-    amp = torch.autocast(device_type=device.split(":")[0], dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
+    amp = autocast(dtype, device)
 
     def step():
         with amp:

@@ -1,0 +1,40 @@
+"""The CUDA paths on a real GPU (run by benchmarks/gpu.sh; skipped without one): CUDA-event timing and peak memory,
+autocast fp16, channels-last, and an eval on the GPU equal to the CPU's."""
+
+import pytest
+import torch
+
+from lrbench.evaluate import evaluate
+from lrbench.models import create_model
+from lrbench.speed import measure_speed
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+def test_speed_on_cuda(dtype):
+    res = measure_speed(
+        "lrformer-t", (256, 256), batch_size=2, dtype=dtype, channels_last=True, device="cuda", warmup=2, iters=5
+    )
+    assert res["device"] == "cuda" and res["peak_mem_mb"] > 0 and res["median_ms"] > 0
+    assert res["device_name"] == torch.cuda.get_device_name()
+
+
+def test_fp16_logits_close_to_fp32():
+    model = create_model("segformer-b0").cuda()
+    x = torch.randn(1, 3, 256, 256, device="cuda")
+    with torch.inference_mode():
+        ref = model(x)
+        with torch.autocast("cuda", dtype=torch.float16):
+            half = model(x).float()
+    assert (half.argmax(1) == ref.argmax(1)).float().mean() > 0.99
+
+
+def test_eval_on_cuda_equals_cpu(tmp_path, synth, randomize, save_mmengine):
+    synth(tmp_path / "data", "ade20k", n=3, sizes=((96, 128),))
+    save_mmengine(randomize(create_model("lrformer-t"), seed=1), tmp_path / "t.pth")
+    res = {
+        d: evaluate("lrformer-t", "ade20k", tmp_path / "data", checkpoint=str(tmp_path / "t.pth"), workers=0, device=d)
+        for d in ("cpu", "cuda")
+    }
+    assert abs(res["cpu"]["mIoU"] - res["cuda"]["mIoU"]) <= 0.01
