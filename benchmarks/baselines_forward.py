@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 
 import torch
 
@@ -59,16 +60,13 @@ def main() -> None:
         state, _ = convert_weights(hf.state_dict(), model_family(name))
         ours.load_state_dict({k: v for k, v in state.items() if not k.startswith("auxiliary_head.")})
         hf, ours = hf.to(args.device), ours.to(args.device)
-        t_hf = time_forward(lambda: hf_fwd(hf, x), args.device, args.warmup, args.iters)
-        t_ours = time_forward(lambda: ours(x), args.device, args.warmup, args.iters)
-        rows.append(
-            {
-                "model": name,
-                "transformers_ms": t_hf["median_ms"],
-                "lrbench_ms": t_ours["median_ms"],
-                "speedup": t_hf["median_ms"] / t_ours["median_ms"],
-            }
-        )
+        time_forward(lambda: (hf_fwd(hf, x), ours(x)), args.device, args.warmup, 1)  # warm both up
+        times = {"hf": [], "ours": []}
+        for _ in range(args.iters):  # interleaved, so both see the same machine state
+            times["hf"] += time_forward(lambda: hf_fwd(hf, x), args.device, 0, 1)["times_ms"]
+            times["ours"] += time_forward(lambda: ours(x), args.device, 0, 1)["times_ms"]
+        t_hf, t_ours = statistics.median(times["hf"]), statistics.median(times["ours"])
+        rows.append({"model": name, "transformers_ms": t_hf, "lrbench_ms": t_ours, "speedup": t_hf / t_ours})
     meta = {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
         "cpu": platform.processor() or platform.machine(),

@@ -19,14 +19,13 @@ multiples of 32 work too (logits then have ceil(H/8) x ceil(W/8) pixels).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
 from lrbench.models.base import ConvModule, Segmentor
+from lrbench.models.lrformer import CONFIGS
 
 BASE_POOLED_SIZES = (11, 8, 6, 4)  # key/value pyramid for a 16-pixel query grid
 POOL_EPS = 0.001  # official tie-breaker: round(x + 0.001)
@@ -332,58 +331,11 @@ class LRHead(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Variants
+# Variants: the package's configs (data, not code under test)
 # ----------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LRFormerConfig:
-    embed_dims: tuple[int, int, int, int]
-    depths: tuple[int, int, int, int]
-    head_channels: int | None  # LRHead channels; None = backbone only (XL ships with Mask2Former only)
-    drop_path_rate: float
-    num_heads: tuple[int, int, int, int] = (2, 4, 10, 16)
-    mlp_ratios: tuple[float, float, float, float] = (8, 8, 4, 4)
-
-
-CONFIGS: dict[str, LRFormerConfig] = {
-    "lrformer-t": LRFormerConfig((48, 96, 240, 384), (2, 2, 6, 3), 256, 0.1),
-    "lrformer-s": LRFormerConfig((64, 128, 320, 512), (3, 3, 12, 3), 384, 0.2),
-    "lrformer-b": LRFormerConfig((80, 160, 400, 512), (4, 4, 15, 8), 512, 0.4),
-    "lrformer-l": LRFormerConfig((96, 192, 480, 640), (4, 6, 18, 8), 640, 0.6),
-    "lrformer-xl": LRFormerConfig((128, 256, 640, 768), (4, 8, 22, 8), None, 0.4),
-}
-
-
-def build_backbone(cfg: LRFormerConfig) -> LRFormer:
-    return LRFormer(cfg.embed_dims, cfg.depths, cfg.num_heads, cfg.mlp_ratios, cfg.drop_path_rate)
-
-
 def build(name: str, num_classes: int = 150) -> nn.Module:
-    """LRFormer + LRHead as an EncoderDecoder-style segmentor; ``lrformer-xl`` is backbone-only."""
+    """LRFormer + LRHead in the plain NCHW layout, as the official code runs."""
     cfg = CONFIGS[name]
-    backbone = build_backbone(cfg)
-    if cfg.head_channels is None:
-        return backbone
+    backbone = LRFormer(cfg.embed_dims, cfg.depths, cfg.num_heads, cfg.mlp_ratios, cfg.drop_path_rate)
     head = LRHead(list(cfg.embed_dims[1:]), cfg.head_channels, num_classes)
     return Segmentor(name, backbone, head, num_classes=num_classes, output_stride=8, channels_last=False)
-
-
-CONVERTERS = ()  # official mmseg checkpoints use lrbench's naming as they are
-
-
-def guess_variant(state: dict[str, torch.Tensor]) -> str | None:
-    """Name the LRFormer variant (and class count) an official-format state dict belongs to, if any."""
-    prefix = "backbone." if any(k.startswith("backbone.") for k in state) else ""
-    try:
-        dims = (state[f"{prefix}patch_embed1.conv1.9.weight"].shape[0],) + tuple(
-            state[f"{prefix}patch_embed{i}.proj.weight"].shape[0] for i in (2, 3, 4)
-        )
-    except KeyError:
-        return None
-    depths = tuple(
-        len({k.split(".")[1 + bool(prefix)] for k in state if k.startswith(f"{prefix}block{i}.")}) for i in (1, 2, 3, 4)
-    )
-    for name, cfg in CONFIGS.items():
-        if cfg.embed_dims == dims and cfg.depths == depths:
-            seg = state.get("decode_head.conv_seg.weight")
-            return f"{name} with {seg.shape[0]} classes" if seg is not None else f"{name} (backbone only)"
-    return f"an LRFormer with embed_dims {list(dims)} and depths {list(depths)}"

@@ -47,6 +47,17 @@ class Segmentor(nn.Module):
         return self.decode_head(self.backbone(images.contiguous(memory_format=self.memory_format)))
 
 
+def tokens_to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """(B, N, C) tokens -> the (B, C, H, W) map over the same memory (channels-last strides; no copy)."""
+    B, _, C = x.shape
+    return x.reshape(B, H, W, C).permute(0, 3, 1, 2)
+
+
+def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) map -> (B, H*W, C) tokens; a free view when the map is channels-last."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
 def check_images(images: torch.Tensor) -> None:
     """One clear error for inputs the models cannot take (instead of a reshape traceback deep inside)."""
     if not isinstance(images, torch.Tensor):

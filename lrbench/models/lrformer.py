@@ -11,6 +11,12 @@ parameter shapes and every numerical detail follow it so official checkpoints lo
 
 Unlike the official code, spatial sizes are taken from the real conv outputs, so inputs whose sides are not
 multiples of 32 work too (logits then have ceil(H/8) x ceil(W/8) pixels).
+
+Inference path (the same numbers, computed faster): the segmentor keeps every feature map channels-last, so the
+(B, N, C) token view is a free reshape instead of a transpose copy and the convolutions use NHWC kernels; and each
+``x + dwconv(x)`` (the blocks' CPE, the IRB's residual depth-wise conv, LRSA's pooled maps) is one convolution whose
+kernel carries the identity in its centre tap. Logits agree with the official op order
+(``tests/reference_lrformer.py``) to float32 rounding; ``benchmarks/fast_vs_reference.py`` measures the speed-up.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from .base import ConvModule, Segmentor
+from .base import ConvModule, Segmentor, map_to_tokens, tokens_to_map
 
 BASE_POOLED_SIZES = (11, 8, 6, 4)  # key/value pyramid for a 16-pixel query grid
 POOL_EPS = 0.001  # official tie-breaker: round(x + 0.001)
@@ -80,7 +86,7 @@ class Stem(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.conv1(x)
         H, W = int(x.shape[-2]), int(x.shape[-1])
-        return self.norm(x.flatten(2).transpose(1, 2)), (H, W)
+        return self.norm(map_to_tokens(x)), (H, W)
 
 
 class PatchEmbed(nn.Module):
@@ -97,7 +103,7 @@ class PatchEmbed(nn.Module):
             int(x.shape[-2]),
             int(x.shape[-1]),
         )  # the real (ceil) size; the official code uses floor, equal for multiples of 32
-        return self.norm(x.flatten(2).transpose(1, 2)), (H, W)
+        return self.norm(map_to_tokens(x)), (H, W)
 
 
 class PoolingAttention(nn.Module):
@@ -124,24 +130,24 @@ class PoolingAttention(nn.Module):
     def forward(self, x: torch.Tensor, H: int, W: int, d_convs: nn.ModuleList) -> torch.Tensor:
         B, N, C = x.shape
         heads, hd = self.num_heads, C // self.num_heads
-        x_ = x.transpose(1, 2).reshape(B, C, H, W)
+        x_ = tokens_to_map(x, H, W)
 
         q = F.adaptive_avg_pool2d(x_, pooled_size(self.q_pooled_size, H, W))  # (B, C, 16, 16*W/H)
         H1, W1 = q.shape[-2:]
-        q = self.q(q.flatten(2).transpose(1, 2))  # (B, Nq, C)
+        q = self.q(map_to_tokens(q))  # (B, Nq, C)
         q = q.reshape(B, -1, heads, hd).transpose(1, 2)  # (B, heads, Nq, hd)
 
         pools = []
         for size, d_conv in zip(self.pooled_sizes, d_convs):
             pool = F.adaptive_avg_pool2d(x_, pooled_size(size, H, W))
-            pools.append(dw_residual(d_conv, pool).flatten(2))
-        pools = self.norm(torch.cat(pools, dim=2).transpose(1, 2))  # (B, Nk, C), Nk = 237 for square maps
+            pools.append(map_to_tokens(dw_residual(d_conv, pool)))
+        pools = self.norm(torch.cat(pools, dim=1))  # (B, Nk, C), Nk = 237 for square maps
         kv = self.kv(pools).reshape(B, -1, 2, heads, hd).permute(2, 0, 3, 1, 4)  # (2, B, heads, Nk, hd)
 
         out = _sdpa(q, kv[0], kv[1]).transpose(1, 2).reshape(B, -1, C)  # (B, Nq, C)
-        out = self.proj(out).transpose(1, 2).reshape(B, C, H1, W1)
+        out = tokens_to_map(self.proj(out), H1, W1)
         out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
-        return out.flatten(2).transpose(1, 2)  # (B, N, C)
+        return map_to_tokens(out)  # (B, N, C)
 
 
 class IRB(nn.Module):
@@ -160,7 +166,7 @@ class IRB(nn.Module):
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         B, N, C = x.shape
-        return self.forward_map(x.transpose(1, 2).reshape(B, C, H, W)).flatten(2).transpose(1, 2)
+        return map_to_tokens(self.forward_map(tokens_to_map(x, H, W)))
 
 
 class Block(nn.Module):
@@ -191,8 +197,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, H: int, W: int, d_convs: nn.ModuleList) -> torch.Tensor:
         B, N, C = x.shape
-        x = self.pre_norm(x.transpose(1, 2).reshape(B, C, H, W))
-        x = dw_residual(self.cpe, x).flatten(2).transpose(1, 2)
+        x = self.pre_norm(tokens_to_map(x, H, W))
+        x = map_to_tokens(dw_residual(self.cpe, x))
         a = self.attn(self.norm1(x), H, W, d_convs)
         x = x + self.drop_path(self.layer_scale_1 * a if self.ls else a)
         m = self.mlp(self.norm2(x), H, W)
@@ -243,14 +249,13 @@ class LRFormer(nn.Module):
             cur += depths[i]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        B = x.shape[0]
         outs = []
         for i in range(1, 5):
             x, (H, W) = getattr(self, f"patch_embed{i}")(x)
             d_convs = getattr(self, f"d_convs{i}")
             for blk in getattr(self, f"block{i}"):
                 x = blk(x, H, W, d_convs)
-            x = x.transpose(1, 2).reshape(B, -1, H, W)
+            x = tokens_to_map(x, H, W)
             outs.append(x)
         return outs
 
@@ -276,12 +281,12 @@ class HeadPoolingAttention(nn.Module):
         heads, hd = self.num_heads, C // self.num_heads
         q = self.q(F.adaptive_avg_pool2d(x, pooled_size(self.q_pooled_size, H, W)))  # (B, C, 32, 32*W/H)
         H1, W1 = q.shape[-2:]
-        q = q.reshape(B, heads, hd, -1).transpose(2, 3)  # (B, heads, Nq, hd)
-        pools = torch.cat([F.adaptive_avg_pool2d(x, pooled_size(s, H, W)).flatten(2) for s in self.pooled_sizes], 2)
-        pools = self.norm(pools.transpose(1, 2))  # (B, Nk, C), Nk = 948 for square maps
+        q = map_to_tokens(q).reshape(B, -1, heads, hd).transpose(1, 2)  # (B, heads, Nq, hd)
+        pools = torch.cat([map_to_tokens(F.adaptive_avg_pool2d(x, pooled_size(s, H, W))) for s in self.pooled_sizes], 1)
+        pools = self.norm(pools)  # (B, Nk, C), Nk = 948 for square maps
         kv = self.kv(pools).reshape(B, -1, 2, heads, hd).permute(2, 0, 3, 1, 4)
         out = _sdpa(q, kv[0], kv[1]).transpose(1, 2).reshape(B, -1, C)
-        out = self.proj(out).transpose(1, 2).reshape(B, C, H1, W1)
+        out = tokens_to_map(self.proj(out), H1, W1)
         return F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
 
 

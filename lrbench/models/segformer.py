@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from .base import ConvModule, Segmentor
+from .base import ConvModule, Segmentor, map_to_tokens, tokens_to_map
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -32,7 +32,7 @@ class OverlapPatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)
         H, W = int(x.shape[-2]), int(x.shape[-1])
-        return self.norm(x.flatten(2).transpose(1, 2)), H, W
+        return self.norm(map_to_tokens(x)), H, W
 
 
 class EfficientAttention(nn.Module):
@@ -56,7 +56,7 @@ class EfficientAttention(nn.Module):
         q = self.q(x).reshape(B, N, heads, hd).transpose(1, 2)  # (B, heads, N, hd)
         kv = x
         if self.sr_ratio > 1:  # (B, N, C) -> (B, N / sr^2, C)
-            kv = self.norm(self.sr(x.transpose(1, 2).reshape(B, C, H, W)).flatten(2).transpose(1, 2))
+            kv = self.norm(map_to_tokens(self.sr(tokens_to_map(x, H, W))))
         k = self.k(kv).reshape(B, -1, heads, hd).transpose(1, 2)
         v = self.v(kv).reshape(B, -1, heads, hd).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, hd)
@@ -74,7 +74,7 @@ class MixFFN(nn.Module):
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         x = self.fc1(x)
         B, N, C = x.shape
-        x = self.dwconv(x.transpose(1, 2).reshape(B, C, H, W)).flatten(2).transpose(1, 2)
+        x = map_to_tokens(self.dwconv(tokens_to_map(x, H, W)))
         return self.fc2(self.act(x))
 
 
@@ -129,13 +129,12 @@ class MixVisionTransformer(nn.Module):
             cur += depths[i]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        B = x.shape[0]
         outs = []
         for i in range(1, 5):
             x, H, W = getattr(self, f"patch_embed{i}")(x)
             for blk in getattr(self, f"block{i}"):
                 x = blk(x, H, W)
-            x = getattr(self, f"norm{i}")(x).transpose(1, 2).reshape(B, -1, H, W)
+            x = tokens_to_map(getattr(self, f"norm{i}")(x), H, W)
             outs.append(x)
         return outs
 
@@ -147,7 +146,7 @@ class MLPProj(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
-        return self.proj(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, -1, H, W)
+        return tokens_to_map(self.proj(map_to_tokens(x)), H, W)
 
 
 class SegFormerHead(nn.Module):

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from .base import ConvModule, Segmentor
+from .base import ConvModule, Segmentor, map_to_tokens, tokens_to_map
 
 
 def window_partition(x: torch.Tensor, w: int) -> torch.Tensor:
@@ -161,7 +161,7 @@ class PatchEmbed(nn.Module):
         H, W = int(x.shape[-2]), int(x.shape[-1])
         x = self.proj(F.pad(x, (0, (p - W % p) % p, 0, (p - H % p) % p)))
         H, W = int(x.shape[-2]), int(x.shape[-1])
-        return self.norm(x.flatten(2).transpose(1, 2)), H, W
+        return self.norm(map_to_tokens(x)), H, W
 
 
 class SwinTransformer(nn.Module):
@@ -191,12 +191,11 @@ class SwinTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x, H, W = self.patch_embed(x)
-        B = x.shape[0]
         outs = []
         for i, stage in enumerate(self.layers):
             for blk in stage.blocks:
                 x = blk(x, H, W)
-            outs.append(getattr(self, f"norm{i}")(x).transpose(1, 2).reshape(B, -1, H, W))
+            outs.append(tokens_to_map(getattr(self, f"norm{i}")(x), H, W))
             if stage.downsample is not None:
                 x, H, W = stage.downsample(x, H, W)
         return outs
@@ -260,7 +259,9 @@ def build(name: str, num_classes: int = 150) -> Segmentor:
     cfg = CONFIGS[name]
     backbone = SwinTransformer(cfg.embed_dim, cfg.depths, cfg.num_heads, cfg.window_size)
     head = UPerHead(backbone.embed_dims, HEAD_CHANNELS, num_classes)
-    return Segmentor(name, backbone, head, num_classes=num_classes, output_stride=4)
+    # NCHW maps: the cost is the UperNet head's dense 3x3 convolutions over 512 channels, which oneDNN runs faster in
+    # NCHW than channels-last (measured: benchmarks/baselines_forward.py); Swin's own blocks work on tokens anyway.
+    return Segmentor(name, backbone, head, num_classes=num_classes, output_stride=4, channels_last=False)
 
 
 def auxiliary_head_params(name: str, num_classes: int = 150) -> int:
