@@ -52,7 +52,7 @@ FVCORE_EXTRAS = {
 # Not counted by the convention: activations, element-wise arithmetic, reductions to build masks, memory and shape ops.
 FREE_OPS = frozenset(
     "view _unsafe_view reshape permute transpose t expand clone contiguous cat stack split split_with_sizes slice "
-    "select unsqueeze squeeze flatten unflatten as_strided detach alias add sub mul div rsub neg gelu relu relu_ "
+    "select unsqueeze squeeze flatten unflatten as_strided as_strided_ detach alias add sub mul div rsub neg gelu relu relu_ "
     "silu sigmoid tanh _softmax softmax _safe_softmax _to_copy copy_ zeros zero_ fill_ empty empty_like new_zeros "
     "new_empty new_ones ones ones_like zeros_like full full_like lift_fresh constant_pad_nd pad index index_select "
     "arange masked_fill masked_fill_ ne eq lt gt ge le where roll repeat _reshape_alias max_pool2d_with_indices "
