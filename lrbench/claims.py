@@ -57,10 +57,11 @@ class LRSALayer(nn.Module):
 
 
 def attention_layer(kind: str, stage: int) -> nn.Module:
+    """One layer of ``kind`` at a stage's width, in the channels-last layout the models run it in (its convs see
+    channels-last maps: weights in the same layout, so no kind pays for a conversion)."""
     C, h = STAGE_DIMS[stage], STAGE_HEADS[stage]
-    if kind == "LRSA":
-        return LRSALayer(C, h)
-    return EfficientAttention(C, h, 1 if kind == "MHSA" else SR_RATIOS[stage])
+    layer = LRSALayer(C, h) if kind == "LRSA" else EfficientAttention(C, h, 1 if kind == "MHSA" else SR_RATIOS[stage])
+    return layer.to(memory_format=torch.channels_last)
 
 
 def meta_macs(fn) -> tuple[float, float]:
