@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +29,10 @@ from .errors import OutputError, UsageError
 from .evaluate import TestConfig, predict_logits, resolve_weights
 from .fileio import atomic_write_bytes, check_writable
 from .models import create_model
-from .results import check_device
+from .results import autocast, check_device, check_dtype
 from .zoo import resolve
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -100,8 +98,7 @@ class Predictor:
         """uint8 images of one size, (B, H, W, 3) or (H, W, 3) -> int64 labels (B, H, W) or (H, W)."""
         x = torch.as_tensor(np.array(images) if isinstance(images, np.ndarray) else images).to(self.device)
         single = x.dim() == 3
-        amp = AUTOCAST[self.dtype]
-        ctx = torch.autocast(self.device.split(":")[0], dtype=amp) if amp else nullcontext()
+        ctx = autocast(self.dtype, self.device)
         with torch.inference_mode(), ctx:
             logits = predict_logits(self.model, x, self.cfg.test, self.cfg.protocol, self.cfg.mode, self.cfg.merge)
         labels = logits.argmax(1).cpu().numpy()
@@ -128,10 +125,7 @@ def load_predictor(
     """A zoo entry (its weights are pulled), an architecture with ``checkpoint``, or a model object (recipe from its
     ``name`` when registered, else ``recipe``; dataset from its class count unless given)."""
     check_device(device)
-    if dtype not in AUTOCAST:
-        raise UsageError(f"--dtype must be one of {', '.join(AUTOCAST)}, got '{dtype}'")
-    if dtype == "fp16" and not device.startswith("cuda"):
-        raise UsageError("--dtype fp16 needs --device cuda; use bf16 or fp32 on CPU")
+    check_dtype(dtype, device)
     if isinstance(model, nn.Module):
         dataset = dataset or _dataset_for(model)
         if recipe is None and getattr(model, "name", None):
