@@ -107,7 +107,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Reproduce LRFormer and its baselines: zoo, eval, flops, speed, claims, report, reproduce.",
 )
-zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, inspect and pull zoo entries.")
+zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, inspect, pull and publish zoo entries.")
 app.add_typer(zoo_app, name="zoo")
 
 
@@ -220,7 +220,7 @@ def flops_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     json_out: bool = JSON,
 ) -> None:
-    """Parameters and GFLOPs (fvcore, 1 multiply-add = 1 FLOP, backbone + decode head)."""
+    """Parameters and GFLOPs (fvcore's convention: 1 multiply-add = 1 FLOP, backbone + decode head; shapes only)."""
     res = with_progress(
         f"flops {model}", _commands().flops, model, shape, dataset, num_classes, out, overwrite, total=3
     )

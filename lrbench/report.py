@@ -282,7 +282,7 @@ def render(
             L += ["", f"![mIoU vs GFLOPs on {d}]({plots[d]})"]
     L += [
         "",
-        "GFLOPs: fvcore, one multiply-add = one FLOP, backbone + decode head, at the published input size. "
+        "GFLOPs: fvcore's convention (one multiply-add = one FLOP), backbone + decode head, at the published input size. "
         f"mIoU verdict tolerance ±{MIOU_TOL}; GFLOPs ±{FLOPS_TOL:.0%}.",
     ]
     _, others = split_evals(results["eval"], zoo)
