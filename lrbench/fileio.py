@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .errors import OutputError
+
 
 def atomic_write_bytes(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then move the temporary file onto ``path`` so readers never see a partial file."""
@@ -54,8 +56,6 @@ def data_dir(name: str) -> Path:
 
 def check_writable(path: str | os.PathLike, what: str = "--out") -> Path:
     """Fail now, not after the work, when ``path`` cannot be written: create its folder and try a file there."""
-    from .errors import OutputError
-
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,9 @@ def build_folder(
     folder = Path(folder)
     source_sha = sha256_file(checkpoint)
     weights = folder / WEIGHTS_FILE
-    model, notes = convert(entry.arch, checkpoint, str(weights), entry.num_classes, entry=entry.name)
+    model, notes = convert(
+        entry.arch, checkpoint, str(weights), entry.num_classes, entry=entry.name, source_sha256=source_sha
+    )
     spec = get_spec(entry.dataset)
     config = {
         "library": "lrbench",

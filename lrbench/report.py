@@ -101,9 +101,8 @@ def _miou_cell(entry: ZooEntry, protocol: str, counted: list[dict]) -> tuple[flo
     return measured, "reproduced" if abs(measured - published) <= MIOU_TOL else "not reproduced"
 
 
-def dataset_table(dataset: str, zoo: dict, results: dict[str, list[dict]]) -> pd.DataFrame:
+def dataset_table(dataset: str, zoo: dict, results: dict[str, list[dict]], counted: list[dict]) -> pd.DataFrame:
     """One row per zoo entry of ``dataset``: published vs measured params, GFLOPs and mIoU (ss and ms)."""
-    counted, _ = split_evals(results["eval"], zoo)
     flops = {(r["model"], tuple(r["shape"]), r["num_classes"]): r for r in results["flops"]}
     rows = []
     for e in (e for e in zoo.values() if e.dataset == dataset):
@@ -222,7 +221,8 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
 
 
 def build_tables(results: dict[str, list[dict]], zoo: dict) -> dict[str, pd.DataFrame]:
-    return {d: dataset_table(d, zoo, results) for d in DATASET_TITLES}
+    counted, _ = split_evals(results["eval"], zoo)
+    return {d: dataset_table(d, zoo, results, counted) for d in DATASET_TITLES}
 
 
 def render(

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch.nn as nn
 import yaml
 
-from .checkpoint import CheckpointError, match_state_dict, read_state_dict, save_safetensors
+from .checkpoint import CheckpointError, read_state_dict, save_safetensors
 from .datasets import DATASETS, DEFAULT_DATASET, get_spec
 from .errors import UnknownNameError, UsageError, ZooError
 from .fileio import data_dir
-from .models import ARCH_FAMILY, convert_weights, create_model, guess_architecture, model_family
+from .models import ARCH_FAMILY, check_family, create_model, load_state, load_weights
 from .recipes import default_recipe, get_recipe, load_recipes
 from .version import __version__
 
@@ -146,8 +146,6 @@ def get_entry(name: str) -> ZooEntry:
 
 
 def list_entries(dataset: str | None = None, family: str | None = None) -> list[ZooEntry]:
-    from .models import check_family
-
     if dataset is not None:
         get_spec(dataset)
     check_family(family)
@@ -354,14 +352,14 @@ def write_converted(
 
 
 def convert(
-    arch: str, checkpoint: str, out: str, num_classes: int, entry: str | None = None
+    arch: str, checkpoint: str, out: str, num_classes: int, entry: str | None = None, source_sha256: str | None = None
 ) -> tuple[nn.Module, list[str]]:
     """Load ``checkpoint`` strictly into ``arch`` and write it as lrbench safetensors (``lrbench convert``, and the
-    weights ``lrbench zoo publish`` uploads for ``entry``)."""
-    state, notes = convert_weights(read_state_dict(checkpoint), model_family(arch))
+    weights ``lrbench zoo publish`` uploads for ``entry``); ``source_sha256`` when the caller has hashed it already."""
     model = create_model(arch, num_classes=num_classes)
-    match_state_dict(model, state, source=checkpoint, guess=guess_architecture(state))
-    write_converted(model, out, source=Path(checkpoint).name, source_sha256=sha256_file(checkpoint), entry=entry)
+    notes = load_weights(model, checkpoint)
+    digest = source_sha256 or sha256_file(checkpoint)
+    write_converted(model, out, source=Path(checkpoint).name, source_sha256=digest, entry=entry)
     return model, notes
 
 
@@ -417,8 +415,7 @@ def fetch(
         raise ZooError(f"{name}: {e}; the file was removed from the cache") from None
     model = create_model(entry.arch, num_classes=entry.num_classes)
     try:
-        state, notes = convert_weights(raw, entry.family)
-        match_state_dict(model, state, source=f"{hub.repo_id}/{hub.filename}", guess=guess_architecture(state))
+        notes = load_state(model, raw, source=f"{hub.repo_id}/{hub.filename}")
     except CheckpointError as e:
         raise ZooError(f"{name}: {e}") from None
     write_converted(model, out, source=f"{hub.repo_id}/{hub.filename}@{hub.revision}", source_sha256=digest, entry=name)

@@ -71,13 +71,18 @@ def convert_weights(state: dict[str, torch.Tensor], family: str) -> tuple[dict[s
     return state, []
 
 
-def load_weights(model: nn.Module, path) -> list[str]:
-    """Read a checkpoint safely, convert its naming for ``model``'s family and load it strictly; returns the
-    conversion notes. A mismatch raises one :class:`~lrbench.errors.CheckpointError` naming the keys and the likely
-    cause (wrong variant or class count)."""
-    state, notes = convert_weights(read_state_dict(path), model_family(model.name))
-    match_state_dict(model, state, source=str(path), guess=guess_architecture(state))
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Convert a state dict's naming for ``model``'s family and load it strictly; returns the conversion notes. A
+    mismatch raises one :class:`~lrbench.errors.CheckpointError` naming ``source``, the keys and the likely cause
+    (wrong variant or class count)."""
+    state, notes = convert_weights(state, model_family(model.name))
+    match_state_dict(model, state, source=source, guess=guess_architecture(state))
     return notes
+
+
+def load_weights(model: nn.Module, path) -> list[str]:
+    """Read a checkpoint safely and :func:`load_state` it into ``model``; returns the conversion notes."""
+    return load_state(model, read_state_dict(path), str(path))
 
 
 load_checkpoint = load_weights  # the name earlier versions exported
@@ -127,6 +132,7 @@ __all__ = [
     "guess_architecture",
     "list_models",
     "load_checkpoint",
+    "load_state",
     "load_weights",
     "model_family",
     "resolve_name",
