@@ -129,17 +129,18 @@ def _likely_cause(
     guess: str | None,
     model: nn.Module,
 ) -> str:
-    seg = [m for m in mismatched if "conv_seg" in m[0] or m[0].endswith("classifier.weight")]
+    # classifier rows: K for a per-pixel classifier, K + 1 ("no object") for Mask2Former's cls_embed
+    seg = [m for m in mismatched if "conv_seg" in m[0] or m[0].endswith("classifier.weight") or "cls_embed" in m[0]]
     if seg and len(seg) == len(mismatched) and not missing and not unexpected:
-        k = seg[0][1][0]
+        extra = 1 if "cls_embed" in seg[0][0] else 0
+        k, own_k = seg[0][1][0] - extra, seg[0][2][0] - extra
         fits = [name for name, spec in DATASETS.items() if spec.num_classes == k]
         where = f" (that is {' / '.join(fits)}: --dataset {fits[0]})" if fits else ""
-        return (
-            f"the checkpoint's head has {k} classes, the model {seg[0][2][0]}: it was trained for another "
-            f"dataset{where}"
-        )
+        return f"the checkpoint's head has {k} classes, the model {own_k}: it was trained for another dataset{where}"
     if missing and not unexpected and not mismatched and all(k.startswith("decode_head.") for k in missing):
         return "the checkpoint holds a backbone only (e.g. ImageNet weights), not a segmentation model"
+    if guess and guess.split(" ")[0] == getattr(model, "name", None):
+        return f"the checkpoint looks like {guess}, but some of its keys are named differently: another export format"
     if guess:
         return f"the checkpoint looks like {guess}, not {getattr(model, 'name', 'this model')}: wrong variant"
     return "the checkpoint is for a different architecture or variant"

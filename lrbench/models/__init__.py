@@ -1,6 +1,7 @@
 """The model families and ``create_model(name, ...)`` / ``list_models()``, timm style.
 
-Each family module (``lrformer``, ``segformer``, ``upernet_swin``) owns its variants (``CONFIGS``), its builder
+Each family module (``lrformer``, ``segformer``, ``upernet_swin``, ``lrformer_plus``, ``mask2former_swin``; the last
+two share the head in ``mask2former``) owns its variants (``CONFIGS``), its builder
 (``build(name, num_classes)``), the converters from foreign checkpoint naming (``CONVERTERS``: each maps a state dict
 onto lrbench's naming, or returns None when the keys are not its format) and ``guess_variant(state)`` for error
 messages. :data:`FAMILIES` below is the one explicit table of them. Pretrained weights by zoo name are one layer up
@@ -18,10 +19,16 @@ import torch.nn as nn
 from ..checkpoint import match_state_dict, read_state_dict
 from ..errors import UnknownNameError
 from ..names import FAMILIES as FAMILY_NAMES
-from . import lrformer, segformer, upernet_swin
+from . import lrformer, lrformer_plus, mask2former_swin, segformer, upernet_swin
 from .base import Segmentor
 
-FAMILIES: dict[str, ModuleType] = {"lrformer": lrformer, "segformer": segformer, "upernet-swin": upernet_swin}
+FAMILIES: dict[str, ModuleType] = {
+    "lrformer": lrformer,
+    "segformer": segformer,
+    "upernet-swin": upernet_swin,
+    "lrformer-plus": lrformer_plus,
+    "mask2former-swin": mask2former_swin,
+}
 ARCH_FAMILY: dict[str, str] = {arch: fam for fam, module in FAMILIES.items() for arch in module.CONFIGS}
 assert tuple(FAMILIES) == FAMILY_NAMES, "lrbench.names.FAMILIES must list the families of this table"
 
@@ -35,7 +42,7 @@ def check_family(family: str | None) -> str | None:
 
 
 def list_models(family: str | None = None) -> list[str]:
-    """Registered architecture names, optionally for one family (``lrformer``, ``segformer``, ``upernet-swin``)."""
+    """Registered architecture names, optionally for one family (``lrformer``, ``segformer``, ``upernet-swin``, ``lrformer-plus``, ``mask2former-swin``)."""
     check_family(family)
     return [n for n, f in ARCH_FAMILY.items() if family is None or f == family]
 

@@ -381,6 +381,8 @@ CONVERTERS = ()  # official mmseg checkpoints use lrbench's naming as they are
 
 def guess_variant(state: dict[str, torch.Tensor]) -> str | None:
     """Name the LRFormer variant (and class count) an official-format state dict belongs to, if any."""
+    if "decode_head.cls_embed.weight" in state:
+        return None  # a Mask2Former head: LRFormer+ (lrformer_plus.guess_variant)
     prefix = "backbone." if any(k.startswith("backbone.") for k in state) else ""
     try:
         dims = (state[f"{prefix}patch_embed1.conv1.9.weight"].shape[0],) + tuple(

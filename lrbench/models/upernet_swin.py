@@ -330,6 +330,9 @@ def convert_from_mmseg(state: dict[str, torch.Tensor]):
     for k, v in state.items():
         if k.endswith("relative_position_index"):
             continue
+        if not k.startswith("backbone."):  # head keys keep their names (a Mask2Former head has ffn.layers too)
+            out[k] = v
+            continue
         k = k.replace("backbone.patch_embed.projection.", "backbone.patch_embed.proj.")
         k = k.replace("backbone.stages.", "backbone.layers.").replace(".attn.w_msa.", ".attn.")
         k = k.replace(".ffn.layers.0.0.", ".mlp.fc1.").replace(".ffn.layers.1.", ".mlp.fc2.")
@@ -350,6 +353,8 @@ def _unfold_to_swin_order(v: torch.Tensor) -> torch.Tensor:
 def guess_variant(state: dict[str, torch.Tensor]) -> str | None:
     """Name the UperNet-Swin variant of an lrbench-named state dict (for the error when it does not fit)."""
     w = state.get("backbone.patch_embed.proj.weight")
+    if "decode_head.cls_embed.weight" in state:
+        return None  # a Mask2Former head (mask2former_swin.guess_variant)
     if w is None or "backbone.layers.0.blocks.0.attn.relative_position_bias_table" not in state:
         return None
     depths = tuple(
