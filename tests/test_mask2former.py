@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lrbench.checkpoint import CheckpointError
-from lrbench.models import create_model, load_checkpoint, load_state
+from lrbench.models import create_model, load_state
 from lrbench.models.mask2former import Mask2FormerHead
 
 PLUS = ["lrformer-t-plus", "lrformer-s-plus", "lrformer-b-plus", "lrformer-l-plus", "lrformer-xl-plus"]
