@@ -4,7 +4,8 @@ LRSA pools queries and keys/values to a fixed low-resolution grid, so its attent
 size; only the pooling and the bilinear upsampling back to full resolution grow (linearly) with the pixels. This
 module measures that against full multi-head self-attention (MHSA) and SegFormer's spatial-reduction attention (SRA,
 reduction 8/4/2/1 by stage), one attention layer per stage at matched channels (LRFormer-S / SegFormer-B2 stage
-widths 64/128/320/512), and compares whole-model cost of LRFormer-S, SegFormer-B2 and UperNet-Swin-T.
+widths 64/128/320/512), and compares whole-model cost of LRFormer-S, SegFormer-B2 and UperNet-Swin-T, and of LRFormer-S+
+against Mask2Former-Swin-T/S (all Mask2Former models counted over their whole inference, image to per-class scores).
 
 FLOPs here are counted on the meta device with ``lrbench flops``' own counter (:func:`lrbench.complexity.count_macs`:
 no memory, any resolution, multiply-adds in the papers' convention); "attention" FLOPs are its attention kernels. Latencies are real CPU/GPU forwards; a layer whose cost exceeds ``max_gmacs`` is not timed (MHSA at high
@@ -41,7 +42,8 @@ SR_RATIOS = (8, 4, 2, 1)
 STAGE_STRIDES = (4, 8, 16, 32)
 KINDS = ("LRSA", "MHSA", "SRA")
 QUICK_SIZES: list[tuple[int, int]] = [(256, 256), (512, 512), (1024, 1024), (1024, 2048)]
-MODELS = ("lrformer-s", "segformer-b2", "upernet-swin-t")
+MODELS = ("lrformer-s", "segformer-b2", "upernet-swin-t", "lrformer-s-plus", "mask2former-swin-t", "mask2former-swin-s")
+PLUS_RIVALS = ("mask2former-swin-t", "mask2former-swin-s")  # the Mask2Former baselines LRFormer-S+ is set against
 
 
 class LRSALayer(nn.Module):
@@ -227,7 +229,7 @@ def judge_claims(attn_rows: list[dict], model_rows: list[dict]) -> list[dict]:
     m = {(r["model"], tuple(r["size"])): r["gmacs"] for r in model_rows}
     for size in [(512, 512), (1024, 2048)]:
         if ("lrformer-s", size) in m:
-            lr, sf, sw = (m[(n, size)] for n in MODELS)
+            lr, sf, sw = (m[(n, size)] for n in MODELS[:3])
             out.append(
                 _claim(
                     f"LRFormer-S needs fewer FLOPs than SegFormer-B2 and UperNet-Swin-T at {size[0]}x{size[1]}",
@@ -246,6 +248,28 @@ def judge_claims(attn_rows: list[dict], model_rows: list[dict]) -> list[dict]:
                 "LRFormer-S's FLOP advantage over SegFormer-B2 widens with resolution",
                 rb > ra,
                 f"SegFormer-B2/LRFormer-S {ra:.2f}x at {a[0]}² -> {rb:.2f}x at {b[0]}²",
+            )
+        )
+    # LRFormer+ vs Mask2Former-Swin: both counted over the whole inference (image -> per-class scores)
+    if ("lrformer-s-plus", (512, 512)) in m and all((n, (512, 512)) in m for n in PLUS_RIVALS):
+        plus, rivals = m[("lrformer-s-plus", (512, 512))], [m[(n, (512, 512))] for n in PLUS_RIVALS]
+        out.append(
+            _claim(
+                "LRFormer-S+ needs fewer FLOPs than Mask2Former-Swin-T and -S at 512x512",
+                all(plus < r for r in rivals),
+                f"GMACs (150 classes, whole inference) LRFormer-S+ {plus:.1f}, "
+                + ", ".join(f"{n.replace('mask2former-', 'M2F-')} {r:.1f}" for n, r in zip(PLUS_RIVALS, rivals)),
+            )
+        )
+    if len(sq_sizes) >= 2 and ("lrformer-s-plus", sq_sizes[0]) in m:
+        a, b = sq_sizes[0], sq_sizes[-1]
+        ra = m[("mask2former-swin-t", a)] / m[("lrformer-s-plus", a)]
+        rb = m[("mask2former-swin-t", b)] / m[("lrformer-s-plus", b)]
+        out.append(
+            _claim(
+                "LRFormer-S+'s FLOP advantage over Mask2Former-Swin-T widens with resolution",
+                rb > ra,
+                f"M2F-Swin-T/LRFormer-S+ {ra:.2f}x at {a[0]}² -> {rb:.2f}x at {b[0]}²",
             )
         )
     return out
@@ -267,7 +291,7 @@ def plot_claims(result: dict, path: str) -> None:
         t = [(p, r["latency_ms"]) for p, r in zip(px, rows) if r["latency_ms"]]
         if t:
             axes[1].plot(*zip(*t), style, label=kind)
-    for name, style in zip(MODELS, ("o-", "s--", "^-.")):
+    for name, style in zip(MODELS, ("o-", "s--", "^-.", "D-", "v:", "x:")):
         rows = sq([r for r in result["models"] if r["model"] == name])
         axes[2].plot([r["size"][0] ** 2 for r in rows], [r["gmacs"] for r in rows], style, label=name)
     titles = (

@@ -2,7 +2,10 @@
 
 Test pipeline (recipe ``test:``): keep-ratio resize to ``resize`` (mmcv ``imrescale``: factor = min(long/long_side,
 short/short_side), sizes rounded half up), then with ``size_divisor`` > 1 each side resized *up* to the next multiple
-(LRFormer / SegFormer AlignResize), bilinear, rounded back to uint8 as cv2 does; ImageNet mean/std in RGB.
+(LRFormer / SegFormer AlignResize), bilinear, rounded back to uint8 as cv2 does; ImageNet mean/std in RGB. With
+``pad_divisor`` (the Mask2Former models: mmseg's data preprocessor, detectron2's size divisibility) the normalised image
+is instead zero-padded right/bottom to a multiple and the padding is cropped off the scores before the final resize.
+``ms_max_long`` (detectron2) fixes the long-side limit of the multi-scale views instead of scaling it.
 Inference: ``whole`` = one forward; ``slide`` = crop windows (mmseg grid: last window flush with the border),
 logits resized to each crop, summed and divided by the per-pixel count. Logits are resized bilinearly
 (align_corners=False) to the network input, then to the original image, before argmax.
@@ -48,11 +51,14 @@ MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 # ----------------------------------------------------------------------------------------------------------------
 # Pipeline and inference
 # ----------------------------------------------------------------------------------------------------------------
-def rescale_size(h: int, w: int, scale: tuple[int, int] | None, ratio: float = 1.0) -> tuple[int, int]:
-    """mmcv ``rescale_size`` with keep_ratio for the test ``scale`` (long, short) times ``ratio``; None = as is."""
+def rescale_size(
+    h: int, w: int, scale: tuple[int, int] | None, ratio: float = 1.0, max_long: float | None = None
+) -> tuple[int, int]:
+    """mmcv ``rescale_size`` with keep_ratio for the test ``scale`` (long, short) times ``ratio``; None = as is.
+    ``max_long`` replaces the scaled long-side limit (detectron2's fixed ``TEST.AUG.MAX_SIZE`` for every scale)."""
     if scale is None:
         return h, w
-    long_edge, short_edge = max(scale) * ratio, min(scale) * ratio
+    long_edge, short_edge = (max_long or max(scale) * ratio), min(scale) * ratio
     f = min(long_edge / max(h, w), short_edge / min(h, w))
     return int(h * f + 0.5), int(w * f + 0.5)
 
@@ -60,7 +66,8 @@ def rescale_size(h: int, w: int, scale: tuple[int, int] | None, ratio: float = 1
 def resize_steps(h: int, w: int, test: dict, ratio: float = 1.0) -> list[tuple[int, int]]:
     """The sizes an (h, w) image goes through under a recipe's ``test`` settings: the keep-ratio rescale, then, with
     ``size_divisor`` > 1, AlignResize's second resize of each side up to a multiple (two resizes, as mmseg does)."""
-    nh, nw = rescale_size(h, w, test.get("resize"), ratio)
+    max_long = test.get("ms_max_long") if ratio != 1.0 else None
+    nh, nw = rescale_size(h, w, test.get("resize"), ratio, max_long)
     d = int(test.get("size_divisor") or 1)
     return [(nh, nw), (math.ceil(nh / d) * d, math.ceil(nw / d) * d)]
 
@@ -80,6 +87,13 @@ def preprocess(images: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tens
     mean = torch.tensor(IMAGENET_MEAN, device=x.device)[None, :, None, None]
     std = torch.tensor(IMAGENET_STD, device=x.device)[None, :, None, None]
     return (x - mean) / std
+
+
+def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """Zero-pad a normalised batch on the right and bottom to sides that are multiples of ``divisor`` (mmseg
+    ``stack_batch(size_divisor, pad_val=0)`` after normalisation)."""
+    H, W = x.shape[-2:]
+    return F.pad(x, (0, -W % divisor, 0, -H % divisor)) if divisor > 1 else x
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
@@ -125,10 +139,12 @@ def predict_logits(
     stride = tuple(test.get("stride") or (341, 341))
     run = (lambda x: forward_slide(model, x, crop, stride)) if mode == "slide" else (lambda x: forward_whole(model, x))
     views = [(1.0, False)] if protocol == "ss" else [(r, f) for r in MS_RATIOS for f in (False, True)]
+    pad = int(test.get("pad_divisor") or 1)
     total = None
     for ratio, flip in views:
         x = preprocess(images, resize_steps(H, W, test, ratio))
-        logits = run(x.flip(-1) if flip else x)
+        h, w = x.shape[-2:]
+        logits = run(pad_to_multiple(x.flip(-1) if flip else x, pad))[..., :h, :w]  # flip, pad, infer, crop
         logits = _resize(logits.flip(-1) if flip else logits, (H, W))
         if merge == "softmax":
             logits = logits.softmax(1)

@@ -28,6 +28,7 @@ PUBLISHED = [
     ("segformer-b0", (512, 512), 150, 8.4, 0.03),
     ("segformer-b2", (512, 512), 150, 62.4, 0.03),
     ("upernet-swin-t", (512, 2048), 150, 945, 0.05),
+    ("lrformer-t-plus", (512, 512), 150, 53, 0.03),  # README counts backbone + Mask2Former head (mmseg tensor mode)
 ]
 
 
@@ -84,8 +85,12 @@ def fvcore_gflops(model: nn.Module, shape) -> float:
         q, k, v = (list(x.type().sizes()) for x in inputs[:3])
         return math.prod(q[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1])
 
+    def grid_sample(inputs, outputs):  # bilinear: 4 per output element, as fvcore's upsample_bilinear2d, + 1 weight
+        return 5 * math.prod(outputs[0].type().sizes())
+
     fca = FlopCountAnalysis(model.eval(), torch.zeros(1, 3, *shape))
     fca.set_op_handle("aten::scaled_dot_product_attention", sdpa)
+    fca.set_op_handle("aten::grid_sampler", grid_sample)
     fca.unsupported_ops_warnings(False)
     fca.uncalled_modules_warnings(False)
     with warnings.catch_warnings(), torch.no_grad():
@@ -100,6 +105,8 @@ def fvcore_gflops(model: nn.Module, shape) -> float:
         ("segformer-b0", (256, 256)),
         ("segformer-b2-mmseg", (128, 192)),
         ("upernet-swin-t", (224, 288)),
+        ("lrformer-t-plus", (128, 160)),
+        ("mask2former-swin-t", (224, 256)),
     ],
 )
 def test_meta_count_equals_fvcore(name, shape):
@@ -107,8 +114,28 @@ def test_meta_count_equals_fvcore(name, shape):
     from lrbench.claims import model_gmacs
 
     reference = fvcore_gflops(create_model(name), shape)
-    assert count_flops(name, shape, 150)["gflops"] == pytest.approx(reference, rel=1e-5)
-    assert model_gmacs(name, shape) == pytest.approx(reference, rel=1e-5)  # the claims study counts the same way
+    assert count_flops(name, shape, 150)["gflops_full"] == pytest.approx(reference, rel=2e-5)
+    if "plus" not in name and "mask2former" not in name:
+        assert count_flops(name, shape, 150)["gflops"] == pytest.approx(reference, rel=1e-5)
+        assert model_gmacs(name, shape) == pytest.approx(reference, rel=1e-5)  # the claims study counts the same way
+
+
+def test_mask2former_conventions():
+    """LRFormer+ is compared as the README counted it (backbone + head), Mask2Former-Swin as detectron2 did (the
+    whole inference); the difference is the semantic combination: masks upsampled to the input (4 per output
+    element) and the einsum over queries (K x Q per pixel)."""
+    H = W = 512
+    semantic = (4 * 100 * H * W + 150 * 100 * H * W) / 1e9
+    plus, swin = count_flops("lrformer-t-plus", (H, W), 150), count_flops("mask2former-swin-t", (H, W), 150)
+    assert plus["gflops"] == pytest.approx(plus["gflops_backbone"] + plus["gflops_head"], rel=1e-9)
+    assert plus["gflops_full"] - plus["gflops"] == pytest.approx(semantic, rel=1e-6)
+    assert swin["gflops"] == swin["gflops_full"]
+    assert swin["gflops"] - swin["gflops_backbone"] - swin["gflops_head"] == pytest.approx(semantic, rel=1e-6)
+    # the deformable attention's sampling: 6 layers x 3 levels x (B*heads, hd, queries, points) samples x (4 + 1)
+    tokens = sum((H // s) * (W // s) for s in (8, 16, 32))
+    assert plus["by_operator"]["grid_sample (deformable attention)"] == pytest.approx(
+        6 * 3 * 8 * 32 * tokens * 4 * 5 / 1e9, rel=1e-9
+    )
 
 
 def test_every_published_figure_of_the_zoo():
@@ -118,10 +145,16 @@ def test_every_published_figure_of_the_zoo():
         for e in load_zoo().values()
         if e.published.get("gflops") and e.published.get("flops_shape")
     }
-    assert len(figures) >= 20
+    # known gaps, explained in lrbench.complexity's docstring; a gap that closes must be taken off this list
+    known = {("lrformer-xl-plus", (640, 640)): -0.132}
+    assert len(figures) >= 30
     for arch, shape, k, published in sorted(figures):
         res = count_flops(arch, shape, k)
-        assert abs(res["gflops"] / published - 1) <= 0.03, (arch, shape, res["gflops"], published)
+        gap = res["gflops"] / published - 1
+        if (arch, shape) in known:
+            assert gap == pytest.approx(known[(arch, shape)], abs=0.005), (arch, gap)
+        else:
+            assert abs(gap) <= 0.03, (arch, shape, res["gflops"], published)
         assert res["unsupported_ops"] == {}, arch
 
 

@@ -22,7 +22,9 @@ CONFIGS: dict[str, lrformer.LRFormerConfig] = {
 
 def build(name: str, num_classes: int = 150) -> nn.Module:
     cfg = CONFIGS[name]
-    return build_segmentor(name, lrformer.build_backbone(cfg), cfg.embed_dims, num_classes, channels_last=True)
+    # the README's GFLOPs come from mmseg's tensor-mode forward: backbone + head, no semantic inference
+    backbone = lrformer.build_backbone(cfg)
+    return build_segmentor(name, backbone, cfg.embed_dims, num_classes, channels_last=True, flops="queries")
 
 
 CONVERTERS = ()  # official checkpoints use lrbench's naming as they are

@@ -99,20 +99,20 @@ def deformable_sample(
     """mmcv ``multi_scale_deformable_attn_pytorch``.
 
     value (B, Nv, heads, hd); locations (B, Nq, heads, L, P, 2) in [0, 1] (x, y); weights (B, Nq, heads, L, P)
-    -> (B, Nq, heads * hd). The weighted sum over the L*P samples is a matmul (counted as multiply-adds)."""
+    -> (B, Nq, heads * hd). Each level is sampled and weighted on its own (no concatenation of the samples)."""
     B, _, heads, hd = value.shape
     _, Nq, _, L, P, _ = locations.shape
     grids = 2 * locations - 1
-    sampled = []
+    weights = weights.permute(0, 2, 1, 3, 4).reshape(B * heads, 1, Nq, L, P)
+    out, start = None, 0
     for lvl, (h, w) in enumerate(shapes):
-        start = sum(a * b for a, b in shapes[:lvl])
         v = value[:, start : start + h * w].permute(0, 2, 3, 1).reshape(B * heads, hd, h, w)
+        start += h * w
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (B*heads, Nq, P, 2)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    sampled = torch.cat(sampled, dim=-1).permute(0, 2, 1, 3)  # (B*heads, Nq, hd, L*P)
-    w = weights.transpose(1, 2).reshape(B * heads, Nq, L * P, 1)
-    out = torch.matmul(sampled, w).view(B, heads, Nq, hd)  # (B, heads, Nq, hd)
-    return out.transpose(1, 2).reshape(B, Nq, heads * hd)
+        s = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B*heads, hd, Nq, P)
+        s = (s * weights[..., lvl, :]).sum(-1)  # (B*heads, hd, Nq)
+        out = s if out is None else out + s
+    return out.view(B, heads * hd, Nq).transpose(1, 2)
 
 
 class MultiScaleDeformableAttention(nn.Module):
@@ -291,8 +291,8 @@ class Mask2FormerHead(nn.Module):
             sizes.append((h, w))
             mem.append(map_to_tokens(m) + self.level_embed.weight[i])  # (B, h*w, 256)
             mem_pos.append(sine_position(h, w, m.device)[None].to(m.dtype))
-        q = self.query_feat.weight[None].expand(B, -1, -1)
-        q_pos = self.query_embed.weight[None].expand(B, -1, -1)
+        q = self.query_feat.weight.unsqueeze(0).repeat(B, 1, 1)  # (B, 100, 256); a copy, as mmdet does
+        q_pos = self.query_embed.weight.unsqueeze(0).repeat(B, 1, 1)
         mask_logits = self.predict_masks(q, mask_features)
         for i, layer in enumerate(self.transformer_decoder.layers):
             lvl = i % NUM_LEVELS
@@ -310,7 +310,12 @@ def semantic_scores(cls_logits: torch.Tensor, mask_logits: torch.Tensor, size) -
 
 class Mask2FormerSegmentor(Segmentor):
     """``forward(images)`` -> per-class scores (B, K, H, W) at the input size; ``forward_queries(images)`` -> the raw
-    (class logits (B, 100, K+1), mask logits (B, 100, H/4, W/4)). Image sides must be multiples of 32."""
+    (class logits (B, 100, K+1), mask logits (B, 100, H/4, W/4)). Image sides must be multiples of 32.
+
+    ``flops_convention`` says what the family's published GFLOPs count: "queries" (backbone + head, mmseg's
+    tensor-mode forward) or "scores" (the whole inference, detectron2); see :mod:`lrbench.complexity`."""
+
+    flops_convention = "scores"
 
     def forward_queries(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_images(images)
@@ -327,9 +332,13 @@ class Mask2FormerSegmentor(Segmentor):
         return semantic_scores(cls_logits, mask_logits, images.shape[-2:])
 
 
-def build_segmentor(name: str, backbone: nn.Module, in_channels: list[int], num_classes: int, channels_last: bool):
+def build_segmentor(
+    name: str, backbone: nn.Module, in_channels: list[int], num_classes: int, channels_last: bool, flops: str
+) -> Mask2FormerSegmentor:
     head = Mask2FormerHead(list(in_channels), num_classes)
-    return Mask2FormerSegmentor(name, backbone, head, num_classes, output_stride=1, channels_last=channels_last)
+    model = Mask2FormerSegmentor(name, backbone, head, num_classes, output_stride=1, channels_last=channels_last)
+    model.flops_convention = flops
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------------------

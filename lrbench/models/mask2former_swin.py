@@ -30,7 +30,8 @@ def build(name: str, num_classes: int = 150) -> nn.Module:
     cfg = CONFIGS[name]
     backbone = upernet_swin.SwinTransformer(cfg.embed_dim, cfg.depths, cfg.num_heads, cfg.window_size)
     # NCHW like the UperNet baselines: Swin works on tokens; the head's convs are few
-    return build_segmentor(name, backbone, backbone.embed_dims, num_classes, channels_last=False)
+    # detectron2's FLOP count (the Mask2Former paper) runs the whole inference, semantic combination included
+    return build_segmentor(name, backbone, backbone.embed_dims, num_classes, channels_last=False, flops="scores")
 
 
 def convert_from_transformers(state: dict[str, torch.Tensor]):
