@@ -40,7 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from .errors import UsageError
-from .models import create_model
+from .models import check_input_shape, create_model
 from .zoo import resolve
 
 aten = torch.ops.aten
@@ -173,6 +173,7 @@ def count_flops(
         with torch.device("meta"):
             model = create_model(name, num_classes=num_classes)
     model = model.eval()
+    check_input_shape(model, shape)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = torch.zeros(1, 3, *shape, device=device)
     res = count_macs(lambda: model(x))

@@ -215,7 +215,10 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
                     (pick(b, gkey, "gflops_pub"), pick(b, "miou_ss", "miou_ss_pub"), b.model)
                     for _, b in df[df.family == rival].iterrows()
                 ]
-                rivals = sorted((g, m, n) for g, m, n in rivals if _num(g[0]) and _num(m[0]) and g[0] >= ga)
+                # the cheapest rival that costs at least as much; of equally cheap ones the strongest (e.g. an
+                # IN-22K Swin-B beside the IN-1K one)
+                rivals = [(g, m, n) for g, m, n in rivals if _num(g[0]) and _num(m[0]) and g[0] >= ga]
+                rivals.sort(key=lambda r: (r[0][0], -r[1][0], r[2]))
                 if not rivals:
                     continue
                 (gb, gb_src), (mb, mb_src), name = rivals[0]
@@ -375,7 +378,8 @@ def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=fam)
             for g, m, n in pts:
                 ax.annotate(
-                    n.replace("lrformer-", "")
+                    n.replace("-plus", "+")
+                    .replace("lrformer-", "")
                     .replace("segformer-", "")
                     .replace("upernet-swin-", "swin-")
                     .replace("mask2former-swin-", "m2f-swin-"),

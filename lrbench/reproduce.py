@@ -19,7 +19,7 @@ from .report import write_report
 from .results import write_result
 from .zoo import ZooEntry, load_zoo
 
-SPEED_MODELS = ("lrformer-t", "lrformer-s", "segformer-b0", "segformer-b2")
+SPEED_MODELS = ("lrformer-t", "lrformer-s", "segformer-b0", "segformer-b2", "lrformer-s-plus", "mask2former-swin-t")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .errors import UsageError
-from .models import create_model
+from .models import check_input_shape, create_model
 from .results import autocast, check_device, check_dtype, device_name
 
 
@@ -90,6 +90,7 @@ def measure_speed(
     if len(shape) != 2 or min(shape) < 32:
         raise UsageError(f"--shape must be two sizes H W of at least 32 pixels, got {list(shape)}")
     model = create_model(model_name, num_classes=num_classes).to(device)
+    check_input_shape(model, shape)
     x = torch.randn(batch_size, 3, *shape, device=device)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)

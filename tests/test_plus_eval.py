@@ -88,3 +88,14 @@ def test_cli_eval_lrformer_plus_official_checkpoint(tmp_path, synth, randomize, 
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "ms.json").read_text())
     assert res["protocol"] == "ms" and res["num_images"] == 1 and res["timings"]["forwards"] == 12
+
+
+def test_sizes_that_are_not_multiples_of_32_are_refused_before_work():
+    r = CliRunner().invoke(app, ["speed", "lrformer-t-plus", "--shape", "500", "500"])
+    assert r.exit_code == 2
+    assert r.stderr.strip() == (
+        "error: --shape 500 500: lrformer-t-plus takes sides that are multiples of 32 (its test protocol zero-pads "
+        "images to them); use e.g. --shape 512 512"
+    )
+    r = CliRunner().invoke(app, ["flops", "mask2former-swin-t", "--shape", "512", "520"])
+    assert r.exit_code == 2 and "use e.g. --shape 512 544" in r.stderr

@@ -296,3 +296,28 @@ def test_runs_that_do_not_count_change_no_verdict(
     assert mine["weights"] == "file" and mine["complete"]
     assert why_not_counted(mine, zoo) == "local checkpoint (not the zoo's published weights)"
     assert why_not_counted(mine | {"weights": "zoo"}, zoo) is None
+
+
+def test_plus_claims_compare_whole_inference_against_the_strongest_equally_cheap_rival(tmp_path):
+    r = tmp_path / "results"
+    base = dict(kind="flops", date="2026-11-25T08:00:00+00:00", by_operator={}, unsupported_ops={}, num_classes=150)
+    base |= dict(params=1e8, params_backbone=0, params_head=0, gflops_backbone=0, gflops_head=0, shape=[640, 640])
+    _write(r, "a.json", {**base, "model": "lrformer-l-plus", "gflops": 191.0, "gflops_full": 197.3})
+    _write(r, "b.json", {**base, "model": "mask2former-swin-b", "gflops": 223.9, "gflops_full": 223.9})
+    md, csv = render(load_results(r), load_zoo(), commit="abc1234")
+    # the IN-22K Swin-B (53.9) is as cheap as the IN-1K one (52.4): the claim is judged against the stronger
+    assert (
+        "| lrformer-l-plus beats mask2former-swin-b-in22k on ade20k at fewer FLOPs | **holds** | mIoU 55.8 (published) "
+        "vs "
+        "53.9 (published) at 197.3 (measured) vs 223.9 (measured) GFLOPs (whole inference) |" in md
+    )
+    ade = csv[csv.dataset == "ade20k"].set_index("model")
+    assert (
+        ade.loc["lrformer-l-plus_ade20k"].gflops == 191.0
+        and ade.loc["lrformer-l-plus_ade20k"].cost_verdict == "matches"
+    )
+    # without measurements the published figures are compared: T+ 53 G vs Mask2Former-Swin-T 74 G
+    assert (
+        "| lrformer-t-plus beats mask2former-swin-t on ade20k at fewer FLOPs | **holds** | mIoU 49.4 (published) vs "
+        "47.7 (published) at 53.0 (published) vs 74.0 (published) GFLOPs (whole inference) |" in md
+    )

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import match_state_dict, read_state_dict
-from ..errors import UnknownNameError
+from ..errors import UnknownNameError, UsageError
 from ..names import FAMILIES as FAMILY_NAMES
 from . import lrformer, lrformer_plus, mask2former_swin, segformer, upernet_swin
 from .base import Segmentor
@@ -111,6 +111,17 @@ def create_model(
     return model.eval()
 
 
+def check_input_shape(model: nn.Module, shape) -> None:
+    """Refuse a (H, W) the model cannot take whole, before any work: Mask2Former models need multiples of 32."""
+    d = getattr(model, "size_divisor", 1)
+    if any(int(s) % d for s in shape):
+        H, W = (-(-int(s) // d) * d for s in shape)
+        raise UsageError(
+            f"--shape {shape[0]} {shape[1]}: {getattr(model, 'name', 'this model')} takes sides that are multiples "
+            f"of {d} (its test protocol zero-pads images to them); use e.g. --shape {H} {W}"
+        )
+
+
 def describe_models(family: str | None = None) -> list[dict]:
     """One row per architecture: name, family, parameter count (150 classes), stage dims/depths, output stride."""
     rows = []
@@ -134,6 +145,7 @@ def describe_models(family: str | None = None) -> list[dict]:
 __all__ = [
     "FAMILIES",
     "Segmentor",
+    "check_input_shape",
     "create_model",
     "describe_models",
     "guess_architecture",

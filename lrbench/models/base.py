@@ -24,6 +24,8 @@ class Segmentor(nn.Module):
     unchanged (``channels_last=False`` keeps the plain NCHW layout, as the official code runs).
     """
 
+    size_divisor = 1  # input sides must be multiples of this (Mask2Former: 32)
+
     def __init__(
         self,
         name: str,

@@ -316,11 +316,12 @@ class Mask2FormerSegmentor(Segmentor):
     tensor-mode forward) or "scores" (the whole inference, detectron2); see :mod:`lrbench.complexity`."""
 
     flops_convention = "scores"
+    size_divisor = SIZE_DIVISOR
 
     def forward_queries(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_images(images)
         H, W = images.shape[-2:]
-        if H % SIZE_DIVISOR or W % SIZE_DIVISOR:
+        if H % self.size_divisor or W % self.size_divisor:
             raise ValueError(
                 f"{self.name} takes images whose sides are multiples of {SIZE_DIVISOR}, got {H}x{W}: zero-pad the "
                 f"normalised image on the right and bottom (the evaluation protocol does), then crop the scores"
