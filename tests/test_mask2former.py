@@ -300,7 +300,10 @@ def test_query_roles_are_pinned(head_pair):
     assert (bad[0] - ref[0]).abs().max() > 0.1 and (bad[1] - ref[1]).abs().max() > 0.1
 
 
-def test_mask2former_swin_t_equals_transformers(rand_images):
+@pytest.fixture(scope="module")
+def hf_swin_t():
+    """A transformers Mask2Former-Swin-T for ADE20K (the facebook/mask2former-swin-tiny-ade-semantic config) with
+    realistic random weights."""
     bc = transformers.SwinConfig(
         embed_dim=96,
         depths=[2, 2, 6, 2],
@@ -312,7 +315,11 @@ def test_mask2former_swin_t_equals_transformers(rand_images):
     hf = transformers.Mask2FormerForUniversalSegmentation(
         transformers.Mask2FormerConfig(backbone_config=bc, num_labels=150)
     )
-    hf = jitter_vectors(hf, seed=2).eval()
+    return jitter_vectors(hf, seed=2).eval()
+
+
+def test_mask2former_swin_t_equals_transformers(hf_swin_t, rand_images):
+    hf = hf_swin_t
     ours = create_model("mask2former-swin-t")
     notes = load_state(ours, hf.state_dict(), "transformers Mask2Former")
     assert "dropped criterion.empty_weight (training loss weights)" in notes
@@ -322,6 +329,7 @@ def test_mask2former_swin_t_equals_transformers(rand_images):
         got = ours.forward_queries(x)
         scores = ours(x)
     assert_queries_match(got, (out.class_queries_logits, out.masks_queries_logits))
+    assert got[0].std(1).mean() > 0.01 and 0.05 < (got[1] > 0).float().mean() < 0.95  # not a degenerate case
     # the semantic scores: mask logits upsampled to the input, softmax(cls) without "no object" x sigmoid(mask)
     up = torch.nn.functional.interpolate(out.masks_queries_logits, size=(256, 288), mode="bilinear")
     ref = torch.einsum("bqc,bqhw->bchw", out.class_queries_logits.softmax(-1)[..., :-1], up.sigmoid())
@@ -342,3 +350,19 @@ def test_mmseg_swin_checkpoint_loads(randomize, save_mmengine, tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(src(x), dst(x))
+
+
+def test_transformers_checkpoint_from_the_hub(hub, hf_swin_t, rand_images):
+    """The zoo entry pulls the transformers checkpoint, converts it once to lrbench safetensors and loads it."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(hf_swin_t.state_dict(), buf)
+    hub.add("facebook/mask2former-swin-tiny-ade-semantic", "pytorch_model.bin", buf.getvalue())
+    from lrbench import create_model as create_pretrained
+
+    model = create_pretrained("mask2former-swin-t_ade20k", pretrained=True)
+    x = rand_images(256, 256)
+    with torch.no_grad():
+        out = hf_swin_t(pixel_values=x)
+        assert_queries_match(model.forward_queries(x), (out.class_queries_logits, out.masks_queries_logits))
