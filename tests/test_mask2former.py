@@ -315,6 +315,12 @@ def hf_swin_t():
     hf = transformers.Mask2FormerForUniversalSegmentation(
         transformers.Mask2FormerConfig(backbone_config=bc, num_labels=150)
     )
+    # transformers initialises the head's layers at std 0.02, under which the 100 queries give one output: use
+    # torch's default init there (as for the head above)
+    head = [hf.model.pixel_level_module.decoder, hf.model.transformer_module, hf.class_predictor]
+    for m in (m for part in head for m in part.modules()):
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
     return jitter_vectors(hf, seed=2).eval()
 
 
