@@ -3,8 +3,8 @@
 # PyTorch (nothing is installed; fvcore is not needed):
 #     PYTHONPATH=. bash benchmarks/gpu.sh                 # ~8 min on one H100: results/speed/*.json, RESULTS.md
 #     PYTHONPATH=. bash benchmarks/gpu.sh --device cpu --tiny --out DIR   # the same steps in seconds (the tests)
-# Steps: (1) the tests marked `cuda`; (2) `lrbench speed` for LRFormer T/S/B/L, SegFormer B0/B2/B5 and
-# UperNet-Swin-T at their paper input sizes, batch 1 and the largest batch within 16 GiB, fp32/bf16/fp16,
+# Steps: (1) the tests marked `cuda`; (2) `lrbench speed` for LRFormer T/S/B/L, SegFormer B0/B2/B5,
+# UperNet-Swin-T, LRFormer-S+ and Mask2Former-Swin-T at their paper input sizes, batch 1 and the largest batch within 16 GiB, fp32/bf16/fp16,
 # channels-last; (3) a synthetic ADE20K eval on the device whose mIoU must equal the CPU's to 0.01; (4) a
 # one-process torchrun eval (NCCL on CUDA); (5) `lrbench report` over the results.
 set -euo pipefail

@@ -30,9 +30,15 @@ MODELS = [
     ("segformer-b0", 150, [(512, 512), (1024, 1024), (1024, 2048)]),
     ("segformer-b2", 150, [(512, 512), (1024, 1024), (1024, 2048)]),
     ("segformer-b5", 150, [(640, 640)]),
+    ("lrformer-s-plus", 150, [(512, 512)]),
+    ("mask2former-swin-t", 150, [(512, 512)]),
     ("upernet-swin-t", 150, [(512, 512)]),
 ]
-TINY = [("lrformer-t", 150, [(64, 64), (64, 128)]), ("segformer-b0", 150, [(64, 64)])]
+TINY = [
+    ("lrformer-t", 150, [(64, 64), (64, 128)]),
+    ("segformer-b0", 150, [(64, 64)]),
+    ("lrformer-t-plus", 150, [(64, 64)]),
+]
 
 
 def largest_batch(name: str, shape, k: int, dtype: str, device: str, budget_mb: float, cap: int) -> dict | None:

@@ -30,6 +30,21 @@ def test_fp16_logits_close_to_fp32():
     assert (half.argmax(1) == ref.argmax(1)).float().mean() > 0.99
 
 
+@pytest.mark.parametrize("name", ["lrformer-t-plus", "mask2former-swin-t"])
+def test_mask2former_on_cuda_equals_cpu_and_runs_in_fp16(name):
+    """grid_sample deformable attention and the masked decoder on the GPU (mmcv's CUDA kernel is not needed)."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.inference_mode():
+        ref = model(x)
+        gpu = model.cuda()(x.cuda())
+        with torch.autocast("cuda", dtype=torch.float16):
+            half = model(x.cuda())
+    assert (gpu.cpu().argmax(1) == ref.argmax(1)).float().mean() > 0.999
+    assert torch.isfinite(half).all() and (half.float().argmax(1) == gpu.argmax(1)).float().mean() > 0.95
+
+
 def test_eval_on_cuda_equals_cpu(tmp_path, synth, randomize, save_mmengine):
     synth(tmp_path / "data", "ade20k", n=3, sizes=((96, 128),))
     save_mmengine(randomize(create_model("lrformer-t"), seed=1), tmp_path / "t.pth")
