@@ -10,7 +10,7 @@ Swin-T/S and 12 for the 384-pretrained Swin-B/L), the head :mod:`lrbench.models.
 
 Their numbers come from detectron2's protocol (recipes ``mask2former-swin*_ade20k``): short side 512 (640), long side
 at most 2048 (2560), pad to /32, masks at the padded size, crop, resize; multi-scale short sides 0.5-1.75x with a fixed
-long-side limit, + flip. detectron2 resizes with PIL, lrbench as cv2 does: expect differences of a few hundredths.
+long-side limit, + flip. detectron2 resizes with PIL, lrbench as cv2 does (small differences; not measured here).
 Never use transformers' image processor / post-processing for mIoU: it resizes to a fixed 384x384.
 
 Deviation: transformers' Swin shrinks windows (and drops the shift) for stage maps not larger than the window; this
