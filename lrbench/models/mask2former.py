@@ -114,7 +114,10 @@ def deformable_sample(
         v = value[:, start : start + h * w].permute(0, 2, 3, 1).reshape(B * heads, hd, h, w)
         start += h * w
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (B*heads, Nq, P, 2)
-        s = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B*heads, hd, Nq, P)
+        # sampled in the grid's precision (float32 under autocast): half-precision coordinates would be off by a
+        # sizeable fraction of a pixel on the 1/8 map
+        s = F.grid_sample(v.to(g.dtype), g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # s: (B*heads, hd, Nq, P)
         s = (s * weights[..., lvl, :]).sum(-1)  # (B*heads, hd, Nq)
         out = s if out is None else out + s
     return out.view(B, heads * hd, Nq).transpose(1, 2)
