@@ -59,6 +59,11 @@ FVCORE_EXTRAS = {
     aten.native_layer_norm: lambda x, *a, out_shape=None, **k: 2 * 5 * _numel(x),
     aten.native_group_norm: lambda x, *a, out_shape=None, **k: 2 * 5 * _numel(x),
     aten._native_batch_norm_legit_no_training: lambda x, *a, out_shape=None, **k: 2 * 2 * _numel(x),
+    # the CPU flash kernel SDPA dispatches to on real tensors (e.g. with a mask), which torch's counter lacks: the
+    # same two matmuls as every other SDPA kernel
+    aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, out_shape=None, **kw: (
+        2 * math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+    ),
     # deformable attention: 4 per sampled value for the bilinear taps (as bilinear upsampling) + 1 for its attention
     # weight (the weighted sum that follows is a mul and a sum, which the convention does not see on their own)
     aten.grid_sampler_2d: lambda x, *a, out_shape=None, **k: 2 * 5 * _numel(out_shape),

@@ -3,7 +3,7 @@ choices before anything heavy is imported). The library checks its own tables ag
 
 from __future__ import annotations
 
-FAMILIES = ("lrformer", "segformer", "upernet-swin", "lrformer-plus", "mask2former-swin")
+FAMILIES = ("lrformer", "segformer", "upernet-swin", "lrformer-plus", "mask2former-swin", "mask2former-resnet")
 PROTOCOLS = ("ss", "ms")  # single scale | six scales + flip
 MODES = ("whole", "slide")
 MS_MERGES = ("logits", "softmax")

@@ -190,14 +190,17 @@ def _num(v) -> bool:
     return v is not None and not pd.isna(v)
 
 
-# (family, rival family, GFLOPs column compared): each family against the other at its published convention, except
+# (family, rival families, GFLOPs column compared): each family against the other at its published convention, except
 # Mask2Former models, whose published counts differ in convention (see lrbench.complexity): measured figures of both
 # are then compared over the whole inference.
-FAMILY_PAIRS = (("lrformer", "segformer", "gflops"), ("lrformer-plus", "mask2former-swin", "gflops_full"))
+FAMILY_PAIRS = (
+    ("lrformer", ("segformer",), "gflops"),
+    ("lrformer-plus", ("mask2former-swin", "mask2former-resnet"), "gflops_full"),
+)
 
 
 def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
-    """Each LRFormer (LRFormer+) against the cheapest SegFormer (Mask2Former-Swin) that costs at least as much; holds
+    """Each LRFormer (LRFormer+) against the cheapest SegFormer (Mask2Former) that costs at least as much; holds
     when its mIoU is higher. Measured GFLOPs / mIoU are used where present, else published."""
     out = []
     for dataset, df in tables.items():
@@ -213,7 +216,7 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
                     continue
                 rivals = [
                     (pick(b, gkey, "gflops_pub"), pick(b, "miou_ss", "miou_ss_pub"), b.model)
-                    for _, b in df[df.family == rival].iterrows()
+                    for _, b in df[df.family.isin(rival)].iterrows()
                 ]
                 # the cheapest rival that costs at least as much; of equally cheap ones the strongest (e.g. an
                 # IN-22K Swin-B beside the IN-1K one)
@@ -366,6 +369,7 @@ def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str
         ("upernet-swin", "^-."),
         ("lrformer-plus", "D-"),
         ("mask2former-swin", "v:"),
+        ("mask2former-resnet", "P:"),
     )
     for fam, style in styles:
         sub = df[(df.family == fam) & ~df.model.str.contains("-in22k")]
@@ -382,7 +386,7 @@ def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str
                     .replace("lrformer-", "")
                     .replace("segformer-", "")
                     .replace("upernet-swin-", "swin-")
-                    .replace("mask2former-swin-", "m2f-swin-"),
+                    .replace("mask2former-", "m2f-"),
                     (g, m),
                     fontsize=7,
                     xytext=(3, 3),

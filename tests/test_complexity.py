@@ -64,6 +64,15 @@ def test_sdpa_count_equals_hand_count_and_explicit_matmuls():
         assert count_macs(lambda e=explicit: ToyAttention(e)(qm, km, vm))["total"] == hand  # shapes only
 
 
+def test_masked_sdpa_on_real_cpu_tensors_is_counted():
+    """With a boolean mask on CPU, SDPA runs the CPU flash kernel (not in torch's counter): counted all the same."""
+    B, h, Nq, Nk, d = 1, 8, 100, 64, 32
+    q, k, v = torch.randn(B, h, Nq, d), torch.randn(B, h, Nk, d), torch.randn(B, h, Nk, d)
+    mask = torch.rand(B, h, Nq, Nk) > 0.5
+    res = count_macs(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    assert res["total"] == 2 * B * h * Nq * Nk * d and res["unsupported_ops"] == {}
+
+
 def test_unsupported_ops_are_reported_not_dropped():
     class Odd(nn.Module):
         name = "odd"

@@ -19,6 +19,7 @@ LAYERS = [
         "lrbench.models.mask2former",
         "lrbench.models.lrformer_plus",
         "lrbench.models.mask2former_swin",
+        "lrbench.models.mask2former_resnet",
         "lrbench.models",
     },
     {"lrbench.recipes"},

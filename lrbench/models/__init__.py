@@ -1,7 +1,7 @@
 """The model families and ``create_model(name, ...)`` / ``list_models()``, timm style.
 
-Each family module (``lrformer``, ``segformer``, ``upernet_swin``, ``lrformer_plus``, ``mask2former_swin``; the last
-two share the head in ``mask2former``) owns its variants (``CONFIGS``), its builder
+Each family module (``lrformer``, ``segformer``, ``upernet_swin``, ``lrformer_plus``, ``mask2former_swin``,
+``mask2former_resnet``; the last three share the head in ``mask2former``) owns its variants (``CONFIGS``), its builder
 (``build(name, num_classes)``), the converters from foreign checkpoint naming (``CONVERTERS``: each maps a state dict
 onto lrbench's naming, or returns None when the keys are not its format) and ``guess_variant(state)`` for error
 messages. :data:`FAMILIES` below is the one explicit table of them. Pretrained weights by zoo name are one layer up
@@ -19,7 +19,7 @@ import torch.nn as nn
 from ..checkpoint import match_state_dict, read_state_dict
 from ..errors import UnknownNameError, UsageError
 from ..names import FAMILIES as FAMILY_NAMES
-from . import lrformer, lrformer_plus, mask2former_swin, segformer, upernet_swin
+from . import lrformer, lrformer_plus, mask2former_resnet, mask2former_swin, segformer, upernet_swin
 from .base import Segmentor
 
 FAMILIES: dict[str, ModuleType] = {
@@ -28,6 +28,7 @@ FAMILIES: dict[str, ModuleType] = {
     "upernet-swin": upernet_swin,
     "lrformer-plus": lrformer_plus,
     "mask2former-swin": mask2former_swin,
+    "mask2former-resnet": mask2former_resnet,
 }
 ARCH_FAMILY: dict[str, str] = {arch: fam for fam, module in FAMILIES.items() for arch in module.CONFIGS}
 assert tuple(FAMILIES) == FAMILY_NAMES, "lrbench.names.FAMILIES must list the families of this table"
@@ -42,7 +43,7 @@ def check_family(family: str | None) -> str | None:
 
 
 def list_models(family: str | None = None) -> list[str]:
-    """Registered architecture names, optionally for one family (``lrformer``, ``segformer``, ``upernet-swin``, ``lrformer-plus``, ``mask2former-swin``)."""
+    """Registered architecture names, optionally for one family (see :data:`FAMILIES`)."""
     check_family(family)
     return [n for n, f in ARCH_FAMILY.items() if family is None or f == family]
 
