@@ -397,7 +397,7 @@ def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str
     ax.set_ylabel("mIoU single scale (measured, else published)")
     ax.set_title(DATASET_TITLES[dataset], fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None}))
     plt.close(fig)
