@@ -168,3 +168,18 @@ def test_resnet_baselines_are_torchvision_resnets_with_mmseg_keys(randomize, sav
         with torch.device("meta"):
             n = sum(p.numel() for p in create_model(name).parameters()) / 1e6
         assert abs(n / published - 1) < 0.005
+
+
+def test_convert_needs_no_test_recipe(randomize, save_mmengine, tmp_path):
+    """Converting a Cityscapes LRFormer+ checkpoint works although no "+" Cityscapes recipe exists."""
+    from typer.testing import CliRunner
+
+    from lrbench.cli import app
+
+    src = randomize(create_model("lrformer-t-plus", num_classes=19), seed=8)
+    path = save_mmengine(src, tmp_path / "t-plus-cityscapes.pth")
+    out = tmp_path / "t.safetensors"
+    r = CliRunner().invoke(app, ["convert", "lrformer-t-plus", str(path), str(out), "--dataset", "cityscapes"])
+    assert r.exit_code == 0, r.output
+    dst = create_model("lrformer-t-plus", num_classes=19, checkpoint=str(out))
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
