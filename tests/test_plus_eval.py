@@ -99,3 +99,27 @@ def test_sizes_that_are_not_multiples_of_32_are_refused_before_work():
     )
     r = CliRunner().invoke(app, ["flops", "mask2former-swin-t", "--shape", "512", "520"])
     assert r.exit_code == 2 and "use e.g. --shape 512 544" in r.stderr
+
+
+def test_resume_of_a_plus_model_is_bit_identical(tmp_path, synth):
+    """Interrupt an LRFormer+ eval (pad protocol) and resume it: the areas equal an uninterrupted run."""
+    synth(tmp_path, "ade20k", n=4, sizes=((50, 70), (64, 64)))
+    torch.manual_seed(0)
+    model = create_model("lrformer-t-plus")
+    recipe = {"name": "pad-only", "test": {"resize": None, "size_divisor": 1, "pad_divisor": 32, "mode": "whole"}}
+    kw = dict(recipe=recipe, workers=0)
+    ref = evaluate(model, "ade20k", tmp_path, **kw)
+    out = tmp_path / "res.json"
+
+    def interrupt(done, total, summary):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    try:
+        evaluate(model, "ade20k", tmp_path, out=str(out), state_every=1, progress=interrupt, **kw)
+    except KeyboardInterrupt:
+        pass
+    assert not out.exists() and (tmp_path / "res.json.state.pt").exists()
+    seen = []
+    res = evaluate(model, "ade20k", tmp_path, out=str(out), resume=True, progress=lambda d, t, s: seen.append(d), **kw)
+    assert seen == [3, 4] and res["areas"] == ref["areas"]
