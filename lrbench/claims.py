@@ -42,8 +42,9 @@ SR_RATIOS = (8, 4, 2, 1)
 STAGE_STRIDES = (4, 8, 16, 32)
 KINDS = ("LRSA", "MHSA", "SRA")
 QUICK_SIZES: list[tuple[int, int]] = [(256, 256), (512, 512), (1024, 1024), (1024, 2048)]
-MODELS = ("lrformer-s", "segformer-b2", "upernet-swin-t", "lrformer-s-plus", "mask2former-swin-t", "mask2former-swin-s")
+LRHEAD_MODELS = ("lrformer-s", "segformer-b2", "upernet-swin-t")  # LRFormer-S and its rivals
 PLUS_RIVALS = ("mask2former-swin-t", "mask2former-swin-s")  # the Mask2Former baselines LRFormer-S+ is set against
+MODELS = LRHEAD_MODELS + ("lrformer-s-plus",) + PLUS_RIVALS
 
 
 class LRSALayer(nn.Module):
@@ -229,7 +230,7 @@ def judge_claims(attn_rows: list[dict], model_rows: list[dict]) -> list[dict]:
     m = {(r["model"], tuple(r["size"])): r["gmacs"] for r in model_rows}
     for size in [(512, 512), (1024, 2048)]:
         if ("lrformer-s", size) in m:
-            lr, sf, sw = (m[(n, size)] for n in MODELS[:3])
+            lr, sf, sw = (m[(n, size)] for n in LRHEAD_MODELS)
             out.append(
                 _claim(
                     f"LRFormer-S needs fewer FLOPs than SegFormer-B2 and UperNet-Swin-T at {size[0]}x{size[1]}",

@@ -12,7 +12,7 @@ Counting is fvcore's ``FlopCountAnalysis`` (the same jit-trace analyser that mme
 - ``adaptive_avg_pool2d`` (1 per input element), ``upsample_bilinear2d`` (4 per output element), ``layer_norm`` /
   ``group_norm`` (5 per element with affine), ``batch_norm`` in eval (2 per element with affine): fvcore's default
   handles, kept because the published counts (mmengine/fvcore) include them.
-- Mask2Former (LRFormer+, Mask2Former-Swin): each value the deformable attention samples counts 5: 4 for the bilinear
+- Mask2Former (LRFormer+ and the Swin / ResNet baselines): each value the deformable attention samples counts 5: 4 for the bilinear
   taps of ``grid_sample`` (as bilinear upsampling; fvcore has no handle for it) and 1 for its attention weight in the
   weighted sum; the masked cross-attention is SDPA (handled above). Each family is compared in the convention of its
   published figures: the LRFormer+ README's (mmseg ``get_flops``: the tensor-mode forward, which ends at the head's
@@ -186,8 +186,9 @@ def count_flops(
     root = type(model).__name__
     parts = {n: m for n, m in model.named_children() if n in ("backbone", "decode_head")}
     full = res["total"]
-    backbone_head = res["by_module"].get(f"{root}.backbone", 0) + res["by_module"].get(f"{root}.decode_head", 0)
-    total = backbone_head if getattr(model, "flops_convention", "scores") == "queries" else full
+    backbone = res["by_module"].get(f"{root}.backbone", full)  # a bare backbone (lrformer-xl): all of it
+    head = res["by_module"].get(f"{root}.decode_head", 0)
+    total = backbone + head if getattr(model, "flops_convention", "scores") == "queries" else full
     return {
         "model": name,
         "shape": list(shape),
@@ -197,8 +198,8 @@ def count_flops(
         "params_head": param_count(parts["decode_head"]) if "decode_head" in parts else 0,
         "gflops": total / 1e9,
         "gflops_full": full / 1e9,
-        "gflops_backbone": res["by_module"].get(f"{root}.backbone", total) / 1e9,
-        "gflops_head": res["by_module"].get(f"{root}.decode_head", 0) / 1e9,
+        "gflops_backbone": backbone / 1e9,
+        "gflops_head": head / 1e9,
         "by_operator": {k: v / 1e9 for k, v in sorted(res["by_operator"].items(), key=lambda kv: -kv[1])},
         "unsupported_ops": res["unsupported_ops"],
     }

@@ -202,12 +202,12 @@ FAMILY_PAIRS = (
 def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
     """Each LRFormer (LRFormer+) against the cheapest SegFormer (Mask2Former) that costs at least as much; holds
     when its mIoU is higher. Measured GFLOPs / mIoU are used where present, else published."""
+
+    def pick(r, key, pub):
+        return (r[key], "measured") if _num(r[key]) else (r[pub], "published")
+
     out = []
     for dataset, df in tables.items():
-
-        def pick(r, key, pub):
-            return (r[key], "measured") if _num(r[key]) else (r[pub], "published")
-
         for family, rival, gkey in FAMILY_PAIRS:
             for _, a in df[df.family == family].iterrows():
                 ga, ga_src = pick(a, gkey, "gflops_pub")
@@ -300,8 +300,8 @@ def render(
     L += [
         "",
         "GFLOPs: fvcore's convention (one multiply-add = one FLOP), backbone + decode head, at the published input size; "
-        "Mask2Former models in their papers' convention: LRFormer+ backbone + head (mmseg), Mask2Former-Swin the whole "
-        "inference including the semantic combination (detectron2); see `lrbench.complexity`. "
+        "Mask2Former models in their papers' convention: LRFormer+ backbone + head (mmseg), the Mask2Former baselines "
+        "(Swin, ResNet) the whole inference including the semantic combination (detectron2); see `lrbench.complexity`. "
         f"mIoU verdict tolerance ±{MIOU_TOL}; GFLOPs ±{FLOPS_TOL:.0%}.",
     ]
     _, others = split_evals(results["eval"], zoo)
