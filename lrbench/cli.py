@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from typing import Any, Literal, Optional
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -107,7 +108,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Reproduce LRFormer and its baselines: zoo, eval, flops, speed, claims, report, reproduce.",
 )
-zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list, inspect, pull and publish zoo entries.")
+zoo_app = typer.Typer(
+    no_args_is_help=True, help="Pretrained weights: list, inspect, pull, lock and publish zoo entries."
+)
 app.add_typer(zoo_app, name="zoo")
 
 
@@ -172,8 +175,12 @@ def _root(
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
+    offline: bool = typer.Option(
+        False, "--offline", help="Weights from the caches only (as HF_HUB_OFFLINE=1 or LRBENCH_OFFLINE=1)."
+    ),
 ) -> None:
-    pass
+    if offline:
+        os.environ["LRBENCH_OFFLINE"] = "1"
 
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
@@ -388,7 +395,9 @@ def eval_cmd(
             "arch",
             "zoo_entry",
             "weights",
+            "weights_source",
             "checkpoint",
+            "checkpoint_sha256",
             "dataset",
             "num_images",
             "complete",
@@ -415,6 +424,8 @@ def eval_cmd(
         f"[bold]mIoU {res['mIoU']:.2f}[/]  mAcc {_fmt(res['mAcc'], '.2f')}  aAcc {res['aAcc']:.2f}   "
         f"({_fmt(rate, '.2f')} images/s on {res['device_name']}) -> {out}"
     )
+    if res.get("checkpoint_sha256"):
+        console.print(f"weights: {escape(str(res.get('weights_source')))} (sha256 {res['checkpoint_sha256'][:16]}…)")
     if res["skipped"]:
         console.print(f"[yellow]skipped {len(res['skipped'])} bad files (listed in {out})[/]")
 
@@ -527,12 +538,24 @@ def zoo_list_cmd(
     if json_out:
         print_json(entries)
         return
-    table = Table(title="lrbench zoo (published numbers; `lrbench zoo info NAME` for sources and files)")
-    for col in ("name", "params M", "GFLOPs", "input", "mIoU ss", "mIoU ms", "weights"):
-        table.add_column(col, justify="left" if col in ("name", "weights") else "right", no_wrap=col == "name")
+    table = Table(
+        title="lrbench zoo (published numbers; ·mmseg = mmseg's retrained baseline; `lrbench zoo info NAME` for "
+        "sources and files)"
+    )
+    for col in ("name", "params", "GFLOPs", "input", "ss", "ms", "weights"):
+        table.add_column(
+            col,
+            justify="left" if col in ("name", "weights") else "right",
+            overflow="fold",
+            min_width=18 if col == "name" else None,
+        )
     for e in entries:
-        p, hub = e["published"], e["hub"]
-        w = "none known" if hub is None else ("hub" if hub["filename_verified"] else "hub, file name guessed")
+        p, hub, url = e["published"], e.get("hub"), e.get("url")
+        if hub:
+            w = "hub" if hub["filename_verified"] else "hub (listed)"
+        else:
+            w = urlsplit(url["url"]).netloc.split(".")[-2] if url else "none"
+        w += " ·mmseg" if e["origin"] == "mmseg" else ""
         shape = "x".join(map(str, p.get("flops_shape") or [])) or "-"
         table.add_row(
             e["name"],
@@ -575,15 +598,41 @@ def zoo_pull_cmd(
     sha256: Optional[str] = typer.Option(None, help="Expected sha256 of the downloaded file."),
     json_out: bool = JSON,
 ) -> None:
-    """Download (HF cache), verify and convert weights to lrbench safetensors ($LRBENCH_HOME)."""
-    res = _commands().zoo_pull(name, revision=revision, force=force, repo_id=repo_id, filename=filename, sha256=sha256)
+    """Download (HF cache or $LRBENCH_HOME/downloads), verify, pin and convert weights to lrbench safetensors."""
+    res = with_progress(
+        name,
+        _commands().zoo_pull,
+        name,
+        revision=revision,
+        force=force,
+        repo_id=repo_id,
+        filename=filename,
+        sha256=sha256,
+    )
     if json_out:
         print_json(res)
         return
     state = "already converted" if res["cached"] else "converted"
-    console.print(f"{name}: {state} -> {res['path']}\n  source {res['source']}\n  sha256 {res['sha256']}")
+    console.print(
+        f"{name}: {state} -> {res['path']}\n  from {res['origin']}\n  file {res['source']}\n  sha256 {res['sha256']}"
+        f"{'' if res['verified'] else ' (nothing to check it against was known; now pinned)'}"
+    )
     for n in res["notes"]:
         console.print(f"  note: {n}")
+
+
+@zoo_app.command("lock", epilog="Example: lrbench zoo lock --out zoo.lock.yaml   (then LRBENCH_ZOO=zoo.lock.yaml)")
+def zoo_lock_cmd(
+    out: str = typer.Option("zoo.lock.yaml", help="Manifest to write (YAML)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+    json_out: bool = JSON,
+) -> None:
+    """Write the entries pulled so far, pinned to the exact files (commit, sha256), as a shareable manifest."""
+    res = _commands().zoo_lock(out, overwrite)
+    if json_out:
+        print_json(res)
+        return
+    console.print(f"pinned {len(res['entries'])} entries -> {res['out']} (use it with LRBENCH_ZOO={res['out']})")
 
 
 @zoo_app.command(

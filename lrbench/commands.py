@@ -5,7 +5,6 @@ these return; tests call them directly too."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from . import claims as claims_mod
@@ -21,8 +20,8 @@ from .report import write_report
 from .reproduce import Outcome, reproduce
 from .results import resolve_device, write_result
 from .speed import measure_speed
+from .zoo import ZooEntry, get_entry, list_entries, lock, pull, resolution, resolve, weights_dir
 from .zoo import convert as zoo_convert
-from .zoo import get_entry, list_entries, pull, resolve, weights_dir
 
 Progress = Callable[[int, int, str], None]
 
@@ -169,17 +168,38 @@ def convert(
     return {"arch": arch, "num_classes": k, "tensors": len(net.state_dict()), "out": out, "notes": notes}
 
 
+def _entry_row(e: ZooEntry) -> dict:
+    """A zoo entry as JSON: its manifest mapping, plus the derived facts and a one-line description of its source."""
+    return (
+        {"name": e.name}
+        | e.manifest()
+        | {
+            "origin": e.origin,
+            "num_classes": e.num_classes,
+            "family": e.family,
+            "weights": e.source.describe() if e.source else None,
+        }
+    )
+
+
 def zoo_list(dataset: str | None = None, family: str | None = None) -> list[dict]:
-    return [asdict(e) | {"num_classes": e.num_classes, "family": e.family} for e in list_entries(dataset, family)]
+    return [_entry_row(e) for e in list_entries(dataset, family)]
 
 
 def zoo_info(name: str) -> dict:
     e = get_entry(name)
-    return asdict(e) | {"num_classes": e.num_classes, "family": e.family, "cache": str(weights_dir(e.name))}
+    pin = resolution(e.name)
+    return _entry_row(e) | {"resolved": pin.describe() if pin else None, "cache": str(weights_dir(e.name))}
 
 
 def zoo_pull(name: str, **kwargs) -> dict:
     return pull(name, **kwargs)
+
+
+def zoo_lock(out: str, overwrite: bool = False) -> dict:
+    """``lrbench zoo lock``: the remembered resolutions as a manifest to share or commit."""
+    check_writable(out)
+    return lock(out, overwrite)
 
 
 def predict(

@@ -24,6 +24,7 @@ class DatasetSpec:
     palette: tuple[tuple[int, int, int], ...]
     reduce_zero_label: bool  # ADE20K: stored 0 ("other") is ignored, 1..150 become 0..149
     val_size: int  # images in the official validation split: a run over fewer is partial
+    file_words: str = ""  # regex over a file path in sources._words form: the path names this dataset
     recursive: bool = False  # Cityscapes keeps one sub-folder per city
     ignore_index: int = IGNORE_INDEX
 
@@ -45,6 +46,7 @@ DATASETS: dict[str, DatasetSpec] = {
         palette(150),
         reduce_zero_label=True,
         val_size=2000,
+        file_words=r"-ade(20k)?-",
     ),
     "coco-stuff": DatasetSpec(
         "coco-stuff",
@@ -58,6 +60,7 @@ DATASETS: dict[str, DatasetSpec] = {
         palette(171),
         reduce_zero_label=False,
         val_size=5000,
+        file_words=r"-coco-?stuff(164k)?-",  # not COCO-Stuff-10k, another dataset
     ),
     "cityscapes": DatasetSpec(
         "cityscapes",
@@ -71,6 +74,7 @@ DATASETS: dict[str, DatasetSpec] = {
         CITYSCAPES_PALETTE,
         reduce_zero_label=False,
         val_size=500,
+        file_words=r"-cityscapes-",
         recursive=True,
     ),
 }

@@ -43,7 +43,8 @@ from .models import create_model
 from .models.base import IMAGENET_MEAN, IMAGENET_STD
 from .names import MODES, MS_MERGES, PROTOCOLS
 from .results import autocast, check_device, check_dtype, device_name, record, versions
-from .zoo import fetch, resolve, sha256_file
+from .sources import sha256_file
+from .zoo import fetch, resolve
 
 MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
@@ -199,7 +200,8 @@ class Weights:
     source: str  # "zoo" | "file" | "module"
     path: str | None
     sha256: str | None
-    verified: bool = False  # the zoo manifest's sha256 was checked
+    verified: bool = False  # checked against a sha256 known before the download (manifest, hub, file-name prefix)
+    origin: str | None = None  # where a zoo file came from, pinned ("hub REPO/FILE@COMMIT", "url URL")
 
 
 def resolve_weights(
@@ -215,13 +217,15 @@ def resolve_weights(
             raise UsageError(f"--checkpoint {checkpoint}: file not found")
         w = Weights(r.arch, model, r.entry.name if r.entry else None, "file", str(checkpoint), sha256_file(checkpoint))
         return w, recipe or r.recipe, None
-    if r.entry is None or r.entry.hub is None:
+    if r.entry is None or r.entry.source is None:
         raise UsageError(
             f"no released weights for {model} on {dataset}: pass --checkpoint FILE (an official .pth, "
             f"transformers or lrbench .safetensors)"
         )
     pulled, net = fetch(r.entry.name)
-    w = Weights(r.arch, model, r.entry.name, "zoo", pulled["path"], pulled["sha256"], pulled["verified"])
+    w = Weights(
+        r.arch, model, r.entry.name, "zoo", pulled["path"], pulled["sha256"], pulled["verified"], pulled["origin"]
+    )
     return w, recipe or r.recipe, net
 
 
@@ -536,6 +540,7 @@ def evaluate(
         checkpoint=weights.path,
         checkpoint_sha256=weights.sha256,
         weights_verified=weights.verified,
+        weights_source=weights.origin or (f"file {weights.path}" if weights.source == "file" else weights.source),
         dataset=dataset,
         data_root=str(ds.root),
         num_images=len(indices),

@@ -6,9 +6,10 @@ pinned to the commit and checked by sha256. The repository gets
 - ``model.safetensors``: the weights in lrbench's naming, after a strict load into the entry's architecture (no
   pickle on the hub; converted with the same writer as ``lrbench zoo pull`` / ``convert``);
 - ``config.json``: architecture, dataset, classes, the test recipe, the source file's sha256 and the lrbench version;
-- ``README.md``: a model card with hub metadata (``library_name``, tags, datasets, license) and a ``model-index`` with
-  the entry's published mIoU and, when an eval of the entry's published weights exists in the results folder, the
-  measured one.
+- ``README.md``: a model card with hub metadata (``library_name``, tags, datasets, license) and a ``model-index`` that
+  says only what is true of the file: the entry's published mIoU when the file *is* the published weights (its sha256
+  equals the manifest's pin or the resolution a pull remembered), measured mIoU only from complete evals of that same
+  sha256 in the results folder; otherwise no results, and the card says why.
 
 Upload is ``create_repo`` + one commit (``upload_folder``) with huggingface_hub; ``--dry-run DIR`` writes the folder
 only. The manifest lines to pin the entry (repo, file, revision = the commit hash, sha256) are returned, and written
@@ -21,7 +22,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -30,25 +31,40 @@ from .datasets import get_spec
 from .errors import OutputError, UsageError, ZooError
 from .fileio import atomic_write_bytes, write_json
 from .recipes import get_recipe
-from .report import split_evals
+from .report import not_complete
 from .results import load_results
+from .sources import parse_source, sha256_file
 from .version import __version__
-from .zoo import ZOO_FILE, ZooEntry, convert, get_entry, load_zoo, sha256_file
+from .zoo import ZOO_FILE, ZooEntry, convert, get_entry, resolution
 
 WEIGHTS_FILE = "model.safetensors"
 HUB_DATASET_IDS = {"ade20k": "scene_parse_150", "coco-stuff": "coco_stuff", "cityscapes": "cityscapes"}
 
 
-def measured_runs(entry: ZooEntry, results_dir: str | os.PathLike | None) -> dict[str, dict]:
-    """The eval results that count for ``entry`` (complete runs of its published weights), by protocol."""
+def measured_runs(entry: ZooEntry, sha256: str, results_dir: str | os.PathLike | None) -> dict[str, dict]:
+    """Complete evals of ``entry``'s protocol run on the file with this ``sha256`` (the report's completeness rule),
+    by protocol: the only measured numbers that are true of these weights."""
     if results_dir is None or not Path(results_dir).is_dir():
         return {}
-    counted, _ = split_evals(load_results(results_dir)["eval"], load_zoo())
-    return {r["protocol"]: r for r in counted if r.get("zoo_entry") == entry.name}
+    runs = load_results(results_dir)["eval"]
+    return {
+        r["protocol"]: r
+        for r in runs
+        if r.get("zoo_entry") == entry.name and r.get("checkpoint_sha256") == sha256 and not not_complete(r, entry)
+    }
 
 
-def model_card(entry: ZooEntry, source_sha256: str, measured: dict[str, dict]) -> str:
-    """The README.md: hub metadata (parsed by huggingface_hub's own ModelCard) and a short description."""
+def published_sha256s(entry: ZooEntry) -> set[str]:
+    """The sha256 of the entry's published weights: the manifest's pin and the resolution a pull remembered."""
+    pin = resolution(entry.name)
+    pins = {entry.source.sha256 if entry.source else None, pin.sha256 if pin else None}
+    return {p for p in pins if p}
+
+
+def model_card(entry: ZooEntry, source_sha256: str, measured: dict[str, dict], is_published: bool) -> str:
+    """The README.md: hub metadata (parsed by huggingface_hub's own ModelCard) and a short description. The
+    model-index carries the entry's published mIoU only when the file *is* its published weights (``is_published``),
+    and measured mIoU only from ``measured`` (complete evals of this very file)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     spec = get_spec(entry.dataset)
@@ -61,7 +77,7 @@ def model_card(entry: ZooEntry, source_sha256: str, measured: dict[str, dict]) -
             dataset_split="validation",
             metric_type="mIoU",
         )
-        if entry.published.get(f"miou_{protocol}") is not None:
+        if is_published and entry.published.get(f"miou_{protocol}") is not None:
             results.append(
                 EvalResult(
                     **common,
@@ -77,6 +93,16 @@ def model_card(entry: ZooEntry, source_sha256: str, measured: dict[str, dict]) -
                     metric_name=f"mIoU {label} (measured with lrbench)",
                 )
             )
+    if results:
+        why = ""
+    elif is_published:
+        why = "No mIoU is listed: nothing is published for this entry and no complete lrbench eval of this file exists."
+    else:
+        known = ", ".join(sorted(published_sha256s(entry))) or "not known here (pull the entry once to resolve it)"
+        why = (
+            f"No mIoU is listed: this file is not the entry's published weights (their sha256: {known}), so the "
+            f"published numbers are not claimed for it, and no complete lrbench eval of this file was found."
+        )
     data = ModelCardData(
         library_name="lrbench",
         license="other",
@@ -102,7 +128,7 @@ lrbench eval {entry.name} --data-root PATH
 - Source checkpoint sha256: `{source_sha256}`
 - Test recipe: `{entry.recipe}` (in `config.json`)
 - Converted with lrbench {__version__}. The license of the original weights applies.
-"""
+{chr(10) + why + chr(10) if why else ""}"""
     return f"---\n{data.to_yaml()}\n---\n{body}"
 
 
@@ -135,7 +161,8 @@ def build_folder(
         "published": entry.published,
     }
     write_json(folder / "config.json", config)
-    card = model_card(entry, source_sha, measured_runs(entry, results_dir))
+    is_published = source_sha in published_sha256s(entry)
+    card = model_card(entry, source_sha, measured_runs(entry, source_sha, results_dir), is_published)
     atomic_write_bytes(folder / "README.md", lambda tmp: Path(tmp).write_text(card))
     return {
         "entry": entry.name,
@@ -143,21 +170,17 @@ def build_folder(
         "files": sorted(p.name for p in folder.iterdir()),
         "sha256": sha256_file(weights),
         "source_sha256": source_sha,
+        "published_weights": is_published,
         "notes": notes,
         "tensors": len(model.state_dict()),
     }
-
-
-def _manifest_entry(entry: ZooEntry, hub: dict) -> dict:
-    raw = {k: v for k, v in asdict(entry).items() if k not in ("name",) and v is not None}
-    return raw | {"hub": hub}
 
 
 def write_local_manifest(path: Path, entry: ZooEntry, hub: dict) -> None:
     """Add or replace ``entry`` in the local manifest at ``path`` (created if needed), pinned to ``hub``."""
     data = yaml.safe_load(path.read_text()) if path.is_file() else None
     data = data if isinstance(data, dict) and isinstance(data.get("models"), dict) else {"models": {}}
-    data["models"][entry.name] = _manifest_entry(entry, hub)
+    data["models"][entry.name] = replace(entry, source=parse_source({"hub": hub})).manifest()
     text = yaml.safe_dump(data, sort_keys=False)
     atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
 

@@ -44,11 +44,9 @@ def eval_command(entry, protocol: str) -> str:
     return f"`lrbench eval {entry.name} --dataset {entry.dataset} --data-root PATH{ms}`"
 
 
-def why_not_counted(run: dict, zoo: dict[str, ZooEntry]) -> str | None:
-    """None when an eval counts toward its zoo entry's paper row (see the module docstring), else the reason."""
-    entry = zoo.get(run.get("zoo_entry") or "")
-    if entry is None:
-        return "not a zoo entry's run"
+def not_complete(run: dict, entry: ZooEntry) -> str | None:
+    """None when ``run`` is a complete run of ``entry``'s protocol (the whole split, nothing skipped, its recipe
+    and mode), else the reason; whose weights it ran is :func:`why_not_counted`'s other half."""
     mode = get_recipe(entry.recipe)["test"].get("mode", "whole")
     if run.get("recipe") != entry.recipe or run.get("mode") != mode:
         return f"not the published protocol (recipe {run.get('recipe')}, mode {run.get('mode')})"
@@ -59,7 +57,18 @@ def why_not_counted(run: dict, zoo: dict[str, ZooEntry]) -> str | None:
         return f"partial: {run.get('num_images')} of {val} images"
     if run.get("skipped"):
         return f"{len(run['skipped'])} images skipped"
-    published_sha = entry.hub.sha256 if entry.hub else None
+    return None
+
+
+def why_not_counted(run: dict, zoo: dict[str, ZooEntry]) -> str | None:
+    """None when an eval counts toward its zoo entry's paper row (see the module docstring), else the reason."""
+    entry = zoo.get(run.get("zoo_entry") or "")
+    if entry is None:
+        return "not a zoo entry's run"
+    why = not_complete(run, entry)
+    if why:
+        return why
+    published_sha = entry.source.sha256 if entry.source else None
     if published_sha is not None:
         if run.get("checkpoint_sha256") != published_sha:
             return "weights differ from the published file (sha256)"
@@ -88,7 +97,7 @@ def _miou_cell(entry: ZooEntry, protocol: str, counted: list[dict]) -> tuple[flo
     if run is None:
         if published is None:
             return None, "–"
-        if entry.hub is None:
+        if entry.source is None:
             return None, (
                 "pending: no released weights; with your own: "
                 + eval_command(entry, protocol)[:-1]
@@ -101,18 +110,23 @@ def _miou_cell(entry: ZooEntry, protocol: str, counted: list[dict]) -> tuple[flo
     return measured, "reproduced" if abs(measured - published) <= MIOU_TOL else "not reproduced"
 
 
-def dataset_table(dataset: str, zoo: dict, results: dict[str, list[dict]], counted: list[dict]) -> pd.DataFrame:
-    """One row per zoo entry of ``dataset``: published vs measured params, GFLOPs and mIoU (ss and ms)."""
+def dataset_table(
+    dataset: str, zoo: dict, results: dict[str, list[dict]], counted: list[dict], origin: str = "paper"
+) -> pd.DataFrame:
+    """One row per zoo entry of ``dataset`` whose numbers come from ``origin`` (the papers', or mmseg's retrained
+    baselines): published vs measured params, GFLOPs and mIoU (ss and ms)."""
     flops = {(r["model"], tuple(r["shape"]), r["num_classes"]): r for r in results["flops"]}
     rows = []
-    for e in (e for e in zoo.values() if e.dataset == dataset):
+    for e in (e for e in zoo.values() if e.dataset == dataset and e.origin == origin):
         pub = e.published
         shape = tuple(pub.get("flops_shape") or ())
         f = flops.get((e.arch, shape, e.num_classes))
         params = f["params"] / 1e6 if f else None
         gflops = f["gflops"] if f else None
         gflops_full = f.get("gflops_full", gflops) if f else None
-        if gflops is None:
+        if not shape:
+            cost = "–"
+        elif gflops is None:
             cost = f"pending: `lrbench flops {e.arch} --shape {shape[0]} {shape[1]} --dataset {dataset}`"
         elif pub.get("gflops") is None:
             cost = "measured (nothing published)"
@@ -293,10 +307,22 @@ def render(
             f"Attention layers: one per stage at LRFormer-S / SegFormer-B2 widths; latency on {m['device_name']}"
             f" (torch {m['torch']}, {m['iters']} iterations, layers over {m['max_gmacs']} GMACs not timed).",
         ]
+    counted, _ = split_evals(results["eval"], zoo)
+    mmseg = {d: dataset_table(d, zoo, results, counted, origin="mmseg") for d in DATASET_TITLES}
     for d, title in DATASET_TITLES.items():
         L += ["", f"## {title}", "", _md_table(tables[d])]
         if plots and plots.get(d):
             L += ["", f"![mIoU vs GFLOPs on {d}]({plots[d]})"]
+        if len(mmseg[d]):
+            L += [
+                "",
+                f"### mmseg's retrained baselines on {d} (mmseg's reproductions, not the papers' rows)",
+                "",
+                "Published = mmseg's own mIoU for its retrained checkpoints (download.openmmlab.com), with mmseg's "
+                "test protocol. These rows are checked like the others but feed no claim.",
+                "",
+                _md_table(mmseg[d]),
+            ]
     L += [
         "",
         "GFLOPs: fvcore's convention (one multiply-add = one FLOP), backbone + decode head, at the published input size; "
@@ -350,7 +376,11 @@ def render(
         f"({', '.join(f'{len(v)} {k}' for k, v in results.items())})",
         "",
     ]
-    csv = pd.concat([t.assign(dataset=d) for d, t in tables.items()], ignore_index=True)
+    csv = pd.concat(
+        [t.assign(dataset=d, origin="paper") for d, t in tables.items()]
+        + [t.assign(dataset=d, origin="mmseg") for d, t in mmseg.items() if len(t)],
+        ignore_index=True,
+    )
     return "\n".join(L), csv
 
 

@@ -92,7 +92,7 @@ def reproduce(
         for e in eval_jobs:
             step(f"eval {e.name}")
             path = rdir / "eval" / f"{e.name}_ss.json"
-            if e.hub is None:
+            if e.source is None:
                 outcome.skipped.append((e.name, "no released weights"))
                 continue
             try:

@@ -1,23 +1,24 @@
-"""The model zoo: named entries (``zoo/models.yaml``), name resolution, and pulling weights from the Hugging Face hub.
+"""The model zoo: named entries (``zoo/models.yaml``), name resolution, and pulling an entry's weights.
 
 One policy turns a name into what to run (:func:`resolve`): a zoo entry by its name (``lrformer-s_ade20k``), or an
 architecture (``lrformer-s``) on a dataset (default ADE20K), whose entry is then ``<arch>_<dataset>`` if the zoo has
 it. ``lrbench eval``, ``flops``, ``speed``, ``zoo pull``, ``convert`` and ``create_model(pretrained=True)`` all use it.
 
-``pull`` downloads with ``hf_hub_download`` into the standard HF cache (so ``HF_ENDPOINT`` mirrors,
-``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE`` behave as everywhere else), verifies the sha256 when the manifest has one,
-then converts the checkpoint once to lrbench-named safetensors under ``$LRBENCH_HOME/weights`` (:func:`write_converted`,
-the one writer of converted weights) so that later loads never unpickle. Before downloading it asks the hub for the
-file's metadata once with a short timeout and no retries: an unreachable hub or a failing server is reported in
-seconds instead of after huggingface_hub's ~25 s of retries. Entries can be overridden (repo, file, revision, sha256)
-per call or by a local manifest named in ``$LRBENCH_ZOO`` whose entries replace or extend the shipped ones.
+An entry's weights come from its source (:mod:`lrbench.sources`): ``hub:`` (a Hugging Face repository, its file found
+by listing when the manifest's name is unverified or absent), ``url:`` (e.g. mmseg's checkpoints on
+download.openmmlab.com) or none. :func:`fetch` downloads and verifies through the source, remembers the resolution
+(file, commit, sha256) so later runs use exactly that file, then converts the checkpoint once to lrbench-named
+safetensors under ``$LRBENCH_HOME/weights`` (:func:`write_converted`, the one writer of converted weights) so that later
+loads never unpickle. Entries can be overridden (repo, file, revision, sha256) per call or by a local manifest named
+in ``$LRBENCH_ZOO`` whose entries replace or extend the shipped ones; :func:`lock` writes the remembered resolutions
+as such a manifest. ``origin: mmseg`` marks mmseg's retrained baselines, which the report lists apart from the
+papers' rows.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -28,25 +29,28 @@ import yaml
 
 from .checkpoint import CheckpointError, read_state_dict, save_safetensors
 from .datasets import DATASETS, DEFAULT_DATASET, get_spec
-from .errors import UnknownNameError, UsageError, ZooError
-from .fileio import data_dir
+from .errors import OutputError, UnknownNameError, UsageError, ZooError
+from .fileio import atomic_write_bytes, data_dir
 from .models import ARCH_FAMILY, check_family, create_model, load_state, load_weights
 from .recipes import default_recipe, get_recipe, load_recipes
+from .sources import (
+    HubSource,
+    Progress,
+    Source,
+    UrlSource,
+    Want,
+    lrbench_home,
+    parse_source,
+    remember,
+    remembered,
+    remove_cached,
+    sha256_file,
+)
 from .version import __version__
 
 ZOO_FILE = data_dir("zoo") / "models.yaml"
-_HUB_KEYS = {"repo_id", "filename", "revision", "sha256", "filename_verified"}
 _PUBLISHED_KEYS = {"params_m", "gflops", "flops_shape", "miou_ss", "miou_ms", "source"}
-PROBE_TIMEOUT_S = 5.0  # the one metadata request before a download
-
-
-@dataclass(frozen=True)
-class Hub:
-    repo_id: str
-    filename: str
-    revision: str = "main"
-    sha256: str | None = None
-    filename_verified: bool = False
+ORIGINS = ("paper", "mmseg")  # whose numbers an entry carries: the paper's, or mmseg's retrained reproduction
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,10 @@ class ZooEntry:
     arch: str
     dataset: str
     recipe: str
-    hub: Hub | None
+    source: HubSource | UrlSource | None  # where the released weights are; None: no weights known
     published: dict = field(default_factory=dict)
     note: str | None = None
+    origin: str = "paper"
 
     @property
     def family(self) -> str:
@@ -67,20 +72,28 @@ class ZooEntry:
     def num_classes(self) -> int:
         return DATASETS[self.dataset].num_classes
 
+    def manifest(self) -> dict:
+        """This entry as a manifest mapping (what ``zoo/models.yaml`` holds under its name)."""
+        raw = {"arch": self.arch, "dataset": self.dataset, "recipe": self.recipe}
+        raw |= self.source.manifest() if self.source else {"hub": None}
+        raw["published"] = dict(self.published)
+        raw |= {k: v for k, v in (("note", self.note), ("origin", self.origin)) if v and (k, v) != ("origin", "paper")}
+        return raw
 
-def _validate(name: str, raw: dict, source: Path) -> ZooEntry:
+
+def _validate(name: str, raw: dict, path: Path) -> ZooEntry:
     """Schema check of one manifest entry; raises ZooError naming the file, entry and field."""
 
     def bad(msg: str) -> ZooError:
-        return ZooError(f"{source}: entry '{name}': {msg}")
+        return ZooError(f"{path}: entry '{name}': {msg}")
 
     if not isinstance(raw, dict):
         raise bad("must be a mapping")
-    required = ("arch", "dataset", "recipe", "hub", "published")
+    required = ("arch", "dataset", "recipe", "published")
     missing = [k for k in required if k not in raw]
     if missing:
         raise bad(f"missing {', '.join(missing)}")
-    extra = set(raw) - set(required) - {"note"}
+    extra = set(raw) - set(required) - {"hub", "url", "note", "origin"}
     if extra:
         raise bad(f"unknown fields {', '.join(sorted(extra))}")
     if raw["arch"] not in ARCH_FAMILY:
@@ -89,24 +102,21 @@ def _validate(name: str, raw: dict, source: Path) -> ZooEntry:
         raise bad(f"dataset must be one of {', '.join(DATASETS)}")
     if raw["recipe"] not in load_recipes():
         raise bad(f"recipe '{raw['recipe']}' has no file recipes/{raw['recipe']}.yaml")
-    hub = raw["hub"]
-    if hub is not None:
-        if not isinstance(hub, dict) or not {"repo_id", "filename"} <= set(hub) or set(hub) - _HUB_KEYS:
-            raise bad(
-                f"hub must be null or a mapping with repo_id, filename and optionally "
-                f"{', '.join(sorted(_HUB_KEYS - {'repo_id', 'filename'}))}"
-            )
-        sha = hub.get("sha256")
-        if sha is not None and (len(str(sha)) != 64 or any(c not in "0123456789abcdef" for c in str(sha))):
-            raise bad("hub.sha256 must be 64 lower-case hex digits or null")
-        hub = Hub(**{k: v for k, v in hub.items() if v is not None or k == "sha256"})
+    if raw.get("origin", "paper") not in ORIGINS:
+        raise bad(f"origin must be one of {', '.join(ORIGINS)}")
+    try:
+        source = parse_source(raw)
+    except ValueError as e:
+        raise bad(str(e)) from None
     pub = raw["published"]
     if not isinstance(pub, dict) or set(pub) - _PUBLISHED_KEYS:
         raise bad(f"published may only hold {', '.join(sorted(_PUBLISHED_KEYS))}")
     for k in ("params_m", "gflops", "miou_ss", "miou_ms"):
         if pub.get(k) is not None and not isinstance(pub[k], (int, float)):
             raise bad(f"published.{k} must be a number or null")
-    return ZooEntry(name, raw["arch"], raw["dataset"], raw["recipe"], hub, dict(pub), raw.get("note"))
+    return ZooEntry(
+        name, raw["arch"], raw["dataset"], raw["recipe"], source, dict(pub), raw.get("note"), raw.get("origin", "paper")
+    )
 
 
 def _read_manifest(path: Path) -> dict[str, ZooEntry]:
@@ -195,42 +205,6 @@ def resolve(name: str, dataset: str | None = None) -> Resolved:
 # ----------------------------------------------------------------------------------------------------------------
 # Pulling
 # ----------------------------------------------------------------------------------------------------------------
-def lrbench_home() -> Path:
-    """``$LRBENCH_HOME``, else ``$XDG_CACHE_HOME/lrbench``, else ``~/.cache/lrbench``."""
-    if os.environ.get("LRBENCH_HOME"):
-        return Path(os.environ["LRBENCH_HOME"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lrbench"
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hf_cache_dir() -> str | None:
-    # Read at call time (huggingface_hub reads these once at import).
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    return None
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _remove_cached(path: str) -> None:
-    """Remove a downloaded file from the HF cache: the snapshot link and the blob it points to."""
-    p = Path(path)
-    blob = p.resolve()
-    p.unlink(missing_ok=True)
-    blob.unlink(missing_ok=True)
-
-
 def _check_sha256(sha256: str | None) -> str | None:
     if sha256 is None:
         return None
@@ -239,100 +213,14 @@ def _check_sha256(sha256: str | None) -> str | None:
     return sha256.lower()
 
 
-def _hub_failure(entry: ZooEntry, hub: Hub, cause: BaseException, probing: bool = False) -> ZooError:
-    """The one line for a download that failed, from huggingface_hub's root cause (``probing``: the metadata
-    request, where a network error means the hub cannot be reached at all)."""
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    where = f"{hub.repo_id}/{hub.filename}@{hub.revision}"
-    if isinstance(cause, (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError)) and not isinstance(
-        cause, LocalEntryNotFoundError
-    ):
-        return ZooError(
-            f"{entry.name}: {where} does not exist on the hub ({type(cause).__name__}); set the right "
-            f"file with --repo-id/--filename/--revision or in a local manifest ($LRBENCH_ZOO)"
-        )
-    if isinstance(cause, HfHubHTTPError) and getattr(cause, "response", None) is not None:
-        return ZooError(
-            f"{entry.name}: the hub at {os.environ.get('HF_ENDPOINT') or 'huggingface.co'} answered "
-            f"HTTP {cause.response.status_code} for {where}; try again later, or check HF_ENDPOINT "
-            f"and your token"
-        )
-    unreachable = probing and (
-        isinstance(cause, OSError)
-        or any(c.__name__ in ("TransportError", "TimeoutException") for c in type(cause).__mro__)
-    )  # httpx's network errors
-    if isinstance(cause, LocalEntryNotFoundError) or _offline() or unreachable:
-        why = "HF_HUB_OFFLINE is set" if _offline() else "the hub cannot be reached"
-        return ZooError(
-            f"{entry.name}: {where} is not in the cache and {why}; connect and run "
-            f"`lrbench zoo pull {entry.name}`, or pass a local file with --checkpoint"
-        )
-    text = str(cause).strip().splitlines()
-    return ZooError(
-        f"{entry.name}: cannot download {where} ({type(cause).__name__}: {text[0] if text else ''}); "
-        f"pull again (a partial download is resumed), or pass a local file with --checkpoint"
-    )
-
-
-def _probe(entry: ZooEntry, hub: Hub) -> None:
-    """One metadata request, short timeout, no retries: fail in seconds when the hub is unreachable or failing and
-    the cache cannot stand in."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
-
-    endpoint = os.environ.get("HF_ENDPOINT") or None
-    try:
-        get_hf_file_metadata(
-            hf_hub_url(hub.repo_id, hub.filename, revision=hub.revision, endpoint=endpoint),
-            timeout=PROBE_TIMEOUT_S,
-            endpoint=endpoint,
-        )
-    except Exception as e:  # noqa: BLE001 - any failure: the cache may still serve it, else one clear line
-        cached = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=_hf_cache_dir(), revision=hub.revision)
-        if not isinstance(cached, str):
-            raise _hub_failure(entry, hub, e, probing=True) from None
-
-
-def _download(entry: ZooEntry, hub: Hub, force: bool) -> str:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # its retry warnings are not for the user: a failure ends in lrbench's one line
-
-    if not _offline():
-        _probe(entry, hub)
-    try:
-        return hf_hub_download(
-            hub.repo_id,
-            hub.filename,
-            revision=hub.revision,
-            cache_dir=_hf_cache_dir(),
-            force_download=force,
-            local_files_only=_offline(),
-            etag_timeout=PROBE_TIMEOUT_S,
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-        )
-    except Exception as e:  # noqa: BLE001 - huggingface_hub wraps the failed call as the cause of its own error
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        cause = e.__cause__ if isinstance(e, (LocalEntryNotFoundError, ValueError)) and e.__cause__ else e
-        raise _hub_failure(entry, hub, cause) from None
-
-
 def weights_dir(name: str) -> Path:
     """lrbench's cache folder for one zoo entry's converted weights."""
     return lrbench_home() / "weights" / name
 
 
-def converted_path(entry: ZooEntry, source: str) -> Path:
-    """Where the converted safetensors of a downloaded file lives: keyed by the source blob (its etag)."""
-    return weights_dir(entry.name) / f"{Path(source).resolve().name[:16]}.safetensors"
+def converted_path(entry: ZooEntry, sha256: str) -> Path:
+    """Where the converted safetensors of an original file lives: keyed by the original's sha256."""
+    return weights_dir(entry.name) / f"{sha256[:16]}.safetensors"
 
 
 def write_converted(
@@ -363,6 +251,37 @@ def convert(
     return model, notes
 
 
+def _with_overrides(
+    entry: ZooEntry, repo_id: str | None, filename: str | None, revision: str | None, sha256: str | None
+) -> Source:
+    """The entry's source with the command line's overrides; a hub file named on the command line is taken as is."""
+    src = entry.source
+    if not (repo_id or filename or revision or sha256):
+        if src is None:
+            raise ZooError(
+                f"{entry.name}: no released weights are known for this entry (published numbers only); "
+                f"pass --repo-id and --filename if you have them, or evaluate a local --checkpoint"
+            )
+        return src
+    if isinstance(src, UrlSource):
+        if repo_id or filename or revision:
+            raise UsageError(f"{entry.name}: its weights come from a URL; --repo-id/--filename/--revision are for hub")
+        return replace(src, sha256=sha256)
+    if src is None and not (repo_id and filename):
+        raise ZooError(
+            f"{entry.name}: no released weights are known for this entry; pass both --repo-id and --filename"
+        )
+    base = src or HubSource(repo_id)
+    return replace(
+        base,
+        repo_id=repo_id or base.repo_id,
+        filename=filename or base.filename,
+        revision=revision or base.revision,
+        sha256=sha256 if sha256 or filename or repo_id else base.sha256,
+        filename_verified=bool(filename) or base.filename_verified,
+    )
+
+
 def fetch(
     name: str,
     revision: str | None = None,
@@ -370,72 +289,89 @@ def fetch(
     repo_id: str | None = None,
     filename: str | None = None,
     sha256: str | None = None,
+    progress: Progress | None = None,
 ) -> tuple[dict, nn.Module | None]:
-    """Download, verify and (once) convert; returns the pull record and the loaded model when it was just built."""
+    """Download, verify, remember and (once) convert; returns the pull record and the loaded model when it was just
+    built. A remembered resolution of the entry is used as it is (no listing, offline too) unless overridden."""
     sha256 = _check_sha256(sha256)
     entry = get_entry(name)
-    hub = entry.hub
-    if hub is None and not (repo_id and filename):
-        raise ZooError(
-            f"{name}: no released weights are known for this entry (published numbers only); "
-            f"pass --repo-id and --filename if you have them, or evaluate a local --checkpoint"
-        )
-    hub = replace(
-        hub or Hub(repo_id, filename),
-        **{
-            k: v
-            for k, v in dict(repo_id=repo_id, filename=filename, revision=revision, sha256=sha256).items()
-            if v is not None
-        },
-    )
-    source = _download(entry, hub, force)
-    digest = sha256_file(source)
-    if hub.sha256 and digest != hub.sha256:
-        _remove_cached(source)
-        raise ZooError(
-            f"{name}: checksum mismatch for {hub.repo_id}/{hub.filename}: expected {hub.sha256}, got "
-            f"{digest}; the file was removed from the cache. Pull again, or fix sha256 in the manifest"
-        )
-    out = converted_path(entry, source)
+    wanted = _with_overrides(entry, repo_id, filename, revision, sha256)
+    overridden = wanted != entry.source
+    pinned = None if overridden else remembered(entry.name, wanted)
+    want = Want(entry.name, entry.arch, entry.dataset, tuple(ARCH_FAMILY))
+    got = (pinned or wanted).fetch(want, force=force, progress=progress)
+    out = converted_path(entry, got.sha256)
     record = {
         "name": name,
-        "source": source,
+        "source": got.path,
+        "origin": got.pin.describe(),
+        "pin": got.pin.manifest(),
         "path": str(out),
-        "sha256": digest,
-        "notes": [],
+        "sha256": got.sha256,
+        "notes": [got.chosen] if got.chosen else [],
         "cached": True,
-        "verified": bool(hub.sha256),
+        "verified": got.verified,
     }
     if out.is_file() and not force:
+        if entry.source is not None:
+            remember(entry.name, entry.source, got.pin)
         return record, None
     try:
-        raw = read_state_dict(source)
+        raw = read_state_dict(got.path)
     except CheckpointError as e:
-        _remove_cached(source)  # an error page or a truncated file: do not keep serving it from the cache
+        remove_cached(got.path)  # an error page or a truncated file: do not keep serving it
         raise ZooError(f"{name}: {e}; the file was removed from the cache") from None
     model = create_model(entry.arch, num_classes=entry.num_classes)
     try:
-        notes = load_state(model, raw, source=f"{hub.repo_id}/{hub.filename}")
+        notes = load_state(model, raw, source=got.pin.describe())
     except CheckpointError as e:
         raise ZooError(f"{name}: {e}") from None
-    write_converted(model, out, source=f"{hub.repo_id}/{hub.filename}@{hub.revision}", source_sha256=digest, entry=name)
-    return record | {"notes": notes, "cached": False}, model
+    write_converted(model, out, source=got.pin.describe(), source_sha256=got.sha256, entry=name)
+    if entry.source is not None:  # only a file that loaded is remembered
+        remember(entry.name, entry.source, got.pin)
+    return record | {"notes": record["notes"] + notes, "cached": False}, model
 
 
 def pull(name: str, **overrides) -> dict:
-    """Download, verify and convert one zoo entry; returns ``{name, source, path, sha256, notes, cached, verified}``.
-    ``overrides`` are :func:`fetch`'s (revision, force, repo_id, filename, sha256).
+    """Download, verify and convert one zoo entry; returns ``{name, source, origin, pin, path, sha256, notes, cached,
+    verified}``. ``overrides`` are :func:`fetch`'s (revision, force, repo_id, filename, sha256, progress).
 
     ``path`` is the lrbench safetensors file that ``create_model(name, pretrained=True)`` loads; ``sha256`` is the
-    downloaded (original) file's.
+    downloaded (original) file's, ``origin`` where it came from (pinned: the hub commit).
     """
     return fetch(name, **overrides)[0]
+
+
+def resolution(name: str) -> Source | None:
+    """The pinned source a previous pull resolved ``name`` to, if any (and the manifest still names the same)."""
+    entry = get_entry(name)
+    return remembered(entry.name, entry.source) if entry.source else None
+
+
+def lock(out: str | os.PathLike, overwrite: bool = False) -> dict:
+    """Write every remembered resolution as a manifest (``$LRBENCH_ZOO`` reads it): each entry whole, its source
+    pinned to the file, commit and sha256 that was pulled. Returns ``{"out", "entries"}``."""
+    path = Path(out)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it, or choose another file")
+    zoo = load_zoo()
+    pins = {n: remembered(n, e.source) for n, e in zoo.items() if e.source is not None}
+    pins = {n: p for n, p in pins.items() if p is not None}
+    if not pins:
+        raise ZooError("nothing to lock: no zoo entry has been pulled with this $LRBENCH_HOME; run `lrbench zoo pull`")
+    models = {n: replace(zoo[n], source=p).manifest() for n, p in sorted(pins.items())}
+    text = (
+        f"# lrbench {__version__} lock file: zoo entries pinned to the files pulled ($LRBENCH_HOME resolved.json).\n"
+        "# Use it with LRBENCH_ZOO=<this file>.\n" + yaml.safe_dump({"models": models}, sort_keys=False)
+    )
+    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
+    return {"out": str(path), "entries": sorted(pins)}
 
 
 def load_pretrained(name: str, dataset: str | None = None) -> tuple[nn.Module, Resolved, dict]:
     """The model of a zoo entry (or an architecture's entry on ``dataset``) with its weights, pulled if needed."""
     r = resolve(name, dataset)
-    if r.entry is None or r.entry.hub is None:
+    if r.entry is None or r.entry.source is None:
         what = r.entry.name if r.entry else f"{r.arch} on {r.dataset}"
         raise ZooError(
             f"no released weights for {what}: pass --checkpoint FILE (an official .pth, transformers or "

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from hubserver import LocalHub
+from hubserver import FileServer, LocalHub
 from synth import write_dataset
 
 # Never let a test reach the real hub, and keep caches inside the test's tmp dirs.
@@ -14,6 +14,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # Any hub request a test did not plan goes to a closed local port, never to the internet; tests that need a hub
 # use the `hub` fixture, which starts one on 127.0.0.1 and points HF_ENDPOINT at it.
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ["LRBENCH_URL_MIRROR"] = "http://127.0.0.1:9"  # the same for url: entries (download.openmmlab.com)
+os.environ.pop("LRBENCH_OFFLINE", None)
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
@@ -100,3 +102,16 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.delenv("LRBENCH_ZOO", raising=False)
     yield h
     h.close()
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    """A plain HTTP file server on 127.0.0.1 standing in for download.openmmlab.com ($LRBENCH_URL_MIRROR points at
+    it), with lrbench's cache inside tmp_path."""
+    f = FileServer()
+    monkeypatch.setenv("LRBENCH_URL_MIRROR", f.url)
+    monkeypatch.setenv("LRBENCH_HOME", str(tmp_path / "lrbench"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("LRBENCH_OFFLINE", raising=False)
+    yield f
+    f.close()

@@ -42,13 +42,13 @@ def test_manifest_schema_and_coverage():
         assert e.published["source"] or e.arch == "upernet-swin-l"
     # every published number of the reference table is present
     assert zoo["lrformer-s_ade20k"].published["miou_ss"] == 50.0
-    assert zoo["lrformer-l_ade20k"].hub.filename == "lrformer-l-160k_ade20k_52.6.pth"
-    assert zoo["lrformer-l_ade20k"].hub.filename_verified and not zoo["lrformer-t_ade20k"].hub.filename_verified
-    assert zoo["lrformer-b_cityscapes"].published["miou_ss"] == 83.0 and zoo["lrformer-b_cityscapes"].hub is None
+    assert zoo["lrformer-l_ade20k"].source.filename == "lrformer-l-160k_ade20k_52.6.pth"
+    assert zoo["lrformer-l_ade20k"].source.filename_verified and not zoo["lrformer-t_ade20k"].source.filename_verified
+    assert zoo["lrformer-b_cityscapes"].published["miou_ss"] == 83.0 and zoo["lrformer-b_cityscapes"].source is None
     assert zoo["lrformer-l_coco-stuff"].num_classes == 171
-    assert zoo["segformer-b5_ade20k"].hub.repo_id == "nvidia/segformer-b5-finetuned-ade-640-640"
+    assert zoo["segformer-b5_ade20k"].source.repo_id == "nvidia/segformer-b5-finetuned-ade-640-640"
     assert zoo["upernet-swin-t_ade20k"].published["gflops"] == 945
-    assert sum(e.family == "segformer" for e in zoo.values()) == 12
+    assert sum(e.family == "segformer" and e.origin == "paper" for e in zoo.values()) == 12
 
 
 def test_manifest_errors_name_the_file(tmp_path, monkeypatch):
@@ -91,9 +91,10 @@ def test_pull_convert_and_pretrained_logits(hub, official_t, tmp_path, rand_imag
     with torch.inference_mode():
         assert torch.equal(got(x), ref(x))
 
-    # second pull: served from the cache (a HEAD to check the revision, no download)
+    # second pull: the remembered file (a HEAD to check it, no listing, no download)
+    lists = hub.lists()
     again = pull("lrformer-t_ade20k")
-    assert again["cached"] and again["path"] == res["path"] and hub.gets() == 1
+    assert again["cached"] and again["path"] == res["path"] and hub.gets() == 1 and hub.lists() == lists
 
 
 def test_offline_uses_cache_and_fails_clearly_without(hub, official_t, monkeypatch):
@@ -136,8 +137,9 @@ def test_server_errors_and_missing_files(hub, official_t):
     hub.fail_with = None
     with pytest.raises(
         ZooError,
-        match=r"lrformer-s_ade20k: .*lrformer-s-160k_ade20k_50.0.pth@main does not exist "
-        r"on the hub",
+        match=r"lrformer-s_ade20k: no weight file in yuhuan-wu/LRFormer-Models@main names lrformer-s and ade20k "
+        r"\(weight files: lrformer-t-160k_ade20k_46.7.pth\); pick one with `lrbench zoo pull lrformer-s_ade20k "
+        r"--filename FILE`",
     ):
         pull("lrformer-s_ade20k")
     with pytest.raises(ZooError, match=r"lrformer-t_cityscapes: no released weights are known"):
@@ -158,7 +160,9 @@ def test_override_from_command_line(hub, official_t):
     digest, _ = official_t
     hub.add("me/mirror", "t.pth", hub.files[(REPO, FILE)])
     res = pull("lrformer-t_ade20k", repo_id="me/mirror", filename="t.pth", sha256=digest)
-    assert res["sha256"] == digest and ("GET", "/me/mirror/resolve/main/t.pth") in hub.requests
+    # downloaded pinned to the commit the hub served for "main"
+    assert res["sha256"] == digest and ("GET", f"/me/mirror/resolve/{hub.commit}/t.pth") in hub.requests
+    assert res["origin"] == f"hub me/mirror/t.pth@{hub.commit}"
 
 
 def test_transformers_segformer_from_hub(hub, tmp_path, rand_images, randomize):

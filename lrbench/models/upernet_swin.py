@@ -250,6 +250,7 @@ CONFIGS: dict[str, SwinConfig] = {
     "upernet-swin-t": SwinConfig(96, (2, 2, 6, 2), (3, 6, 12, 24), 7),
     "upernet-swin-s": SwinConfig(96, (2, 2, 18, 2), (3, 6, 12, 24), 7),
     "upernet-swin-b": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), 12),
+    "upernet-swin-b-w7": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), 7),  # mmseg's Swin-B (224 pretraining)
     "upernet-swin-l": SwinConfig(192, (2, 2, 18, 2), (6, 12, 24, 48), 12),
 }
 HEAD_CHANNELS, AUX_CHANNELS = 512, 256
