@@ -39,6 +39,11 @@ def _f(v, spec=".1f", none="–") -> str:
     return none if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def _pub(v) -> str:
+    """A published mIoU with the decimals it was published with (papers give one, mmseg's metafiles two)."""
+    return _f(v, ".1f" if not _num(v) or round(v, 1) == v else ".2f")
+
+
 def eval_command(entry, protocol: str) -> str:
     ms = " --protocol ms" if protocol == "ms" else ""
     return f"`lrbench eval {entry.name} --dataset {entry.dataset} --data-root PATH{ms}`"
@@ -189,9 +194,9 @@ def _md_table(df: pd.DataFrame) -> str:
                     f"{_f(r.params_pub, 'g')} / {_f(r.params, '.2f')}",
                     f"{_f(r.gflops_pub, 'g')} / {_f(r.gflops, '.1f')}{d_g}",
                     r.cost_verdict,
-                    f"{_f(r.miou_ss_pub)} / {_f(r.miou_ss, '.2f')}{d_ss}",
+                    f"{_pub(r.miou_ss_pub)} / {_f(r.miou_ss, '.2f')}{d_ss}",
                     r.miou_ss_verdict,
-                    f"{_f(r.miou_ms_pub)} / {_f(r.miou_ms, '.2f')}{d_ms}",
+                    f"{_pub(r.miou_ms_pub)} / {_f(r.miou_ms, '.2f')}{d_ms}",
                     r.miou_ms_verdict,
                 ]
             )

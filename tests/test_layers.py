@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parent.parent / "lrbench"
 LAYERS = [
     {"lrbench.errors", "lrbench.names", "lrbench.classes", "lrbench.version", "lrbench.metrics", "lrbench.models.base"},
     {"lrbench.fileio", "lrbench.datasets"},
-    {"lrbench.checkpoint", "lrbench.data", "lrbench.results"},
+    {"lrbench.checkpoint", "lrbench.data", "lrbench.results", "lrbench.sources"},
     {
         "lrbench.models.lrformer",
         "lrbench.models.segformer",

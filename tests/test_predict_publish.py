@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from huggingface_hub import ModelCard
 from PIL import Image
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ from lrbench.cli import app
 from lrbench.datasets import DATASETS
 from lrbench.models import create_model
 from lrbench.predictions import load_predictor, predict_files
+from lrbench.zoo import ZOO_FILE
 
 from synth import Oracle
 
@@ -122,14 +124,63 @@ def test_predict_bad_input_and_existing_outputs(tmp_path, synth, save_mmengine):
 
 
 # ---------------------------------------------------------------- publish
+def _pin(tmp_path, monkeypatch, name: str, sha: str) -> None:
+    """A local manifest pinning ``name``'s published weights to ``sha``."""
+    entry = yaml.safe_load(ZOO_FILE.read_text())["models"][name]
+    entry["hub"]["sha256"] = sha
+    (tmp_path / "pinned.yaml").write_text(yaml.safe_dump({"models": {name: entry}}))
+    monkeypatch.setenv("LRBENCH_ZOO", str(tmp_path / "pinned.yaml"))
+
+
+def test_publish_claims_nothing_for_other_weights(tmp_path, randomize, save_mmengine):
+    """Random weights published under a zoo entry: the card lists no result (not the paper's 37.4 / 38.0, not the
+    eval of another file) and says why."""
+    path = save_mmengine(randomize(create_model("segformer-b0"), seed=2), tmp_path / "random.pth")
+    results = tmp_path / "results"
+    results.mkdir()
+    run_of_other = {
+        "kind": "eval",
+        "model": "segformer-b0_ade20k",
+        "zoo_entry": "segformer-b0_ade20k",
+        "dataset": "ade20k",
+        "protocol": "ss",
+        "num_images": 2000,
+        "complete": True,
+        "skipped": [],
+        "recipe": "segformer_ade20k",
+        "mode": "whole",
+        "weights": "zoo",
+        "checkpoint_sha256": "1" * 64,
+        "mIoU": 37.2,
+    }
+    (results / "b0.json").write_text(json.dumps(run_of_other))
+    args = ["zoo", "publish", "segformer-b0_ade20k", "--checkpoint", path, "--repo-id", "me/b0"]
+    r = run(*args, "--dry-run", tmp_path / "card", "--results", results, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["published_weights"] is False
+    card = ModelCard.load(tmp_path / "card" / "README.md")
+    assert card.data.eval_results is None and "model-index" not in (tmp_path / "card" / "README.md").read_text()
+    assert "No mIoU is listed: this file is not the entry's published weights" in card.text
+    # a complete eval of this very file is true of it, and is listed
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    (results / "b0.json").write_text(json.dumps(run_of_other | {"checkpoint_sha256": sha, "weights": "file"}))
+    assert run(*args, "--dry-run", tmp_path / "card2", "--results", results).exit_code == 0
+    card = ModelCard.load(tmp_path / "card2" / "README.md")
+    assert [(e.metric_name, e.metric_value) for e in card.data.eval_results] == [
+        ("mIoU single scale (measured with lrbench)", 37.2)
+    ]
+
+
 @pytest.fixture
 def official(tmp_path, randomize, save_mmengine):
     model = randomize(create_model("lrformer-t"), seed=4).eval()
     return save_mmengine(model, tmp_path / "lrformer-t-160k_ade20k_46.7.pth"), model
 
 
-def test_publish_dry_run_writes_card_config_and_weights(tmp_path, official):
+def test_publish_dry_run_writes_card_config_and_weights(tmp_path, official, monkeypatch):
     path, model = official
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    _pin(tmp_path, monkeypatch, "lrformer-t_ade20k", sha)  # this file *is* the entry's published weights
     results = tmp_path / "results"
     results.mkdir()
     counted = {
@@ -143,10 +194,13 @@ def test_publish_dry_run_writes_card_config_and_weights(tmp_path, official):
         "skipped": [],
         "recipe": "lrformer_ade20k",
         "mode": "whole",
-        "weights": "zoo",
+        "weights": "file",
+        "checkpoint_sha256": sha,
         "mIoU": 46.61,
     }
     (results / "t.json").write_text(json.dumps(counted))
+    other = counted | {"checkpoint_sha256": "0" * 64, "mIoU": 12.0}  # a complete eval of other weights
+    (results / "o.json").write_text(json.dumps(other))
     r = run(
         "zoo",
         "publish",

@@ -1,6 +1,8 @@
 """lrbench report: fixed result files -> tables, deltas and verdicts; byte-identical when regenerated."""
 
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -254,7 +256,13 @@ def test_reproduce_wiring_with_data_root(tmp_path, monkeypatch, hub, randomize, 
     assert outcome.evals == [str(tmp_path / "results" / "eval" / "lrformer-t_ade20k_ss.json")]
     assert (tmp_path / "plots" / "miou_vs_gflops_ade20k.png").is_file()  # results/ and plots/ beside --out
     skipped = dict(outcome.skipped)
-    assert "does not exist on the hub" in skipped["lrformer-s_ade20k"]
+    assert (
+        "no weight file in yuhuan-wu/LRFormer-Models@main names lrformer-s and ade20k" in skipped["lrformer-s_ade20k"]
+    )
+    assert "cannot reach 127.0.0.1:9" in skipped["segformer-b0-mmseg_ade20k"]  # url entries: the mirror (conftest)
+    ev = json.loads(Path(outcome.evals[0]).read_text())
+    assert ev["weights_source"] == f"hub yuhuan-wu/LRFormer-Models/lrformer-t-160k_ade20k_46.7.pth@{hub.commit}"
+    assert ev["checkpoint_sha256"] == hashlib.sha256(buf.getvalue()).hexdigest()
     assert skipped["lrformer-t_cityscapes"] == "no cityscapes folder under --data-root"
     md = (tmp_path / "R.md").read_text()
     assert "| lrformer-t_ade20k | 512x512 | 13 / 1.00 | 17 / 1.0 (-94.1%) | differs | 46.7 / " in md
@@ -321,3 +329,21 @@ def test_plus_claims_compare_whole_inference_against_the_strongest_equally_cheap
         "| lrformer-t-plus beats mask2former-r50 on ade20k at fewer FLOPs | **holds** | mIoU 49.4 (published) vs "
         "47.2 (published) at 53.0 (published) vs 71.0 (published) GFLOPs (whole inference) |" in md
     )
+
+
+def test_mmseg_baselines_are_their_own_rows(tmp_path):
+    """mmseg's retrained checkpoints: listed apart from the papers' rows, judged against mmseg's own mIoU, and never
+    a rival in a claim."""
+    r = tmp_path / "results"
+    run = dict(kind="eval", date="2026-11-25T08:00:00+00:00", dataset="ade20k", protocol="ss", num_images=2000)
+    run |= dict(complete=True, skipped=[], recipe="segformer-mmseg_ade20k", mode="whole", weights="zoo")
+    run |= dict(model="segformer-b0-mmseg_ade20k", zoo_entry="segformer-b0-mmseg_ade20k", mIoU=37.5)
+    _write(r, "e.json", run)
+    md, csv = render(load_results(r), load_zoo(), commit="abc1234")
+    paper, mmseg = md.split("### mmseg's retrained baselines on ade20k")[:2]
+    assert "segformer-b0-mmseg_ade20k" not in paper.split("## ADE20K")[1]
+    assert "| segformer-b0-mmseg_ade20k | – | – / – | – / – | – | 37.41 / 37.50 (+0.09) | reproduced |" in mmseg
+    assert "| segformer-b0_ade20k | 512x512 |" in paper  # the paper's row is still there, with the paper's 37.4
+    claims = md.split("## Claims")[1].split("\n## ")[0]
+    assert "mmseg" not in claims
+    assert set(csv[csv.origin == "mmseg"].model) >= {"segformer-b0-mmseg_ade20k", "mask2former-swin-l-mmseg_cityscapes"}

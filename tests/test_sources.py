@@ -301,6 +301,7 @@ def test_wrong_hash_prefix_leaves_nothing(files, mmseg_swin_t, tmp_path):
 
 def test_url_offline_and_unreachable(tmp_path, monkeypatch):
     monkeypatch.setenv("LRBENCH_HOME", str(tmp_path / "lrbench"))
+    monkeypatch.setenv("LRBENCH_OFFLINE", "0")  # restored after the test: `--offline` below sets it in this process
     env = {"LRBENCH_HOME": str(tmp_path / "lrbench"), "LRBENCH_URL_MIRROR": "http://127.0.0.1:9"}
     t0 = time.monotonic()
     r = subprocess.run(
@@ -336,7 +337,10 @@ def test_url_and_hub_entries_of_the_same_weights_agree(hub, files, author_repo, 
 def test_manifest_source_errors(tmp_path, monkeypatch):
     shipped = yaml.safe_load(ZOO_FILE.read_text())["models"]["lrformer-t_ade20k"]
     for bad, msg in (
-        ({"hub": None, "url": {"url": "ftp://x/y.pth"}}, "url must start with https:// (or http://), got 'ftp://x/y.pth'"),
+        (
+            {"hub": None, "url": {"url": "ftp://x/y.pth"}},
+            "url must start with https:// (or http://), got 'ftp://x/y.pth'",
+        ),
         ({"url": "https://x/y.pth"}, "give either hub or url, not both"),
         ({"hub": {"repo_id": "a/b", "sha256": "XYZ"}}, "hub.sha256 must be 64 lower-case hex digits or null"),
     ):
