@@ -31,6 +31,7 @@ def main() -> None:
 
     from lrbench.evaluate import evaluate
     from lrbench.models import create_model
+    from lrbench.settings import EvalSettings
 
     from synth import write_dataset
 
@@ -40,7 +41,11 @@ def main() -> None:
         ckpt = Path(tmp) / "model.pth"
         torch.save({"state_dict": create_model(args.model).state_dict()}, ckpt)
         for w in args.workers:
-            res = evaluate(args.model, "ade20k", tmp, checkpoint=str(ckpt), workers=w, device=args.device)
+            res = evaluate(
+                EvalSettings(
+                    args.model, dataset="ade20k", data_root=tmp, checkpoint=str(ckpt), workers=w, device=args.device
+                )
+            )
             t = res["timings"]
             rows.append(
                 {

@@ -85,6 +85,7 @@ def eval_check(args) -> None:
 
     from lrbench.evaluate import evaluate
     from lrbench.models import create_model
+    from lrbench.settings import EvalSettings
 
     from synth import write_dataset
 
@@ -94,7 +95,14 @@ def eval_check(args) -> None:
     res = {}
     for device in ("cpu", args.device):
         res[device] = evaluate(
-            "lrformer-t", "ade20k", work / "data", checkpoint=str(work / "t.pth"), workers=0, device=device
+            EvalSettings(
+                "lrformer-t",
+                dataset="ade20k",
+                data_root=work / "data",
+                checkpoint=str(work / "t.pth"),
+                workers=0,
+                device=device,
+            )
         )["mIoU"]
     diff = abs(res["cpu"] - res[args.device])
     print(json.dumps({"mIoU": res, "abs_diff": diff}))

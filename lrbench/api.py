@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .errors import UsageError
+from .inference import load
 from .models import create_model as _build
 from .models import list_models, load_checkpoint
 from .predictions import predict
-from .zoo import load_pretrained
 
 
 def create_model(
@@ -28,9 +28,10 @@ def create_model(
         return _build(name, num_classes=num_classes, checkpoint=checkpoint, features_only=features_only)
     if checkpoint is not None:
         raise UsageError("pass either pretrained=True (zoo weights) or checkpoint=FILE, not both")
-    model, resolved, _ = load_pretrained(name)
-    if num_classes not in (150, resolved.num_classes):  # 150 is the default: only an explicit other count conflicts
-        raise UsageError(f"{resolved.entry.name} has {resolved.num_classes} classes, not num_classes={num_classes}")
+    loaded = load(name)
+    if num_classes not in (150, loaded.num_classes):  # 150 is the default: only an explicit other count conflicts
+        raise UsageError(f"{loaded.weights.entry} has {loaded.num_classes} classes, not num_classes={num_classes}")
+    model = loaded.model
     if features_only:
         model = getattr(model, "backbone", model)
     return model

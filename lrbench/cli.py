@@ -9,12 +9,16 @@ else is a bug and shows its traceback.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import os
 import signal
 import sys
 import threading
 import time
+import typing
 from typing import Any, Literal, Optional
 from urllib.parse import urlsplit
 
@@ -29,21 +33,26 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_errors
 
-from .datasets import DATASETS
 from .errors import LrbenchError, Terminated
-from .names import DEVICES, DTYPES, FAMILIES, MODES, MS_MERGES, PROTOCOLS
+from .names import FAMILIES
+from .settings import (
+    Dataset,
+    Device,
+    Dtype,
+    EvalSettings,
+    Mode,
+    Protocol,
+    check_entry_name,
+    check_model_name,
+    check_sha256,
+    check_shape,
+)
 from .version import __version__
 
 console = Console()
 err_console = Console(stderr=True)
 
-Dataset = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 Family = Literal[FAMILIES]  # type: ignore[valid-type]
-Device = Literal[("auto", *DEVICES)]  # type: ignore[valid-type]
-Dtype = Literal[DTYPES]  # type: ignore[valid-type]
-Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
-Mode = Literal[MODES]  # type: ignore[valid-type]
-Merge = Literal[MS_MERGES]  # type: ignore[valid-type]
 RESUME_HINT = {"eval": "; continue with the same command and --resume"}
 
 
@@ -112,6 +121,18 @@ zoo_app = typer.Typer(
     no_args_is_help=True, help="Pretrained weights: list, inspect, pull, lock and publish zoo entries."
 )
 app.add_typer(zoo_app, name="zoo")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: check a folder before evaluating on it.")
+app.add_typer(data_app, name="data")
+
+
+def _preflight(model: str | None = None, entry: str | None = None, shape=None, sha256: str | None = None) -> None:
+    """Argument errors that need no model, answered before torch is imported: unknown names (with a did-you-mean),
+    ``--shape`` rules, the ``--sha256`` format."""
+    arch = check_model_name(model) if model else None
+    if entry:
+        check_entry_name(entry)
+    check_shape(shape, arch)
+    check_sha256(sha256)
 
 
 def _commands():
@@ -228,6 +249,7 @@ def flops_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Parameters and GFLOPs (fvcore's convention: 1 multiply-add = 1 FLOP, backbone + decode head; shapes only)."""
+    _preflight(model, shape=shape)
     res = with_progress(
         f"flops {model}", _commands().flops, model, shape, dataset, num_classes, out, overwrite, total=3
     )
@@ -273,6 +295,7 @@ def speed_cmd(
 ) -> None:
     """Forward latency (median, IQR) and images/s, with the device and settings it was measured with."""
     settings = (batch_size, dtype, channels_last, compile, device, warmup, iters, out, overwrite)
+    _preflight(model, shape=shape)
     res = with_progress(f"speed {model}", _commands().speed, model, shape, dataset, *settings, total=warmup + iters)
     if json_out:
         print_json(res)
@@ -315,45 +338,64 @@ def claims_cmd(
         console.print(f"plot: {plot}")
 
 
+def _settings_options(cls) -> list[inspect.Parameter]:
+    """The CLI parameters of a settings dataclass (:mod:`lrbench.settings`): each field's type, default and help,
+    so an option is declared once, in the dataclass."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if meta.get("python_only"):
+            continue
+        if meta.get("argument"):
+            default = typer.Argument(..., help=meta["help"])
+            annotation = str
+        else:
+            kw = dict(meta.get("typer") or {})
+            value = ... if kw.pop("required", False) else meta.get("cli_default", f.default)
+            flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+            default, annotation = typer.Option(value, flag, help=meta["help"], **kw), hints[f.name]
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
+    return params
+
+
+def _with_settings(cls):
+    """Decorate a command taking ``settings`` (plus its own CLI-only options) so that its options are ``cls``'s
+    fields; it is called with the settings object built once from them."""
+
+    def wrap(fn):
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for name, p in inspect.signature(fn).parameters.items()
+            if name != "settings"
+        ]
+        names = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("python_only")]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            settings = cls(**{k: kwargs.pop(k) for k in names})
+            return fn(settings=settings, **kwargs)
+
+        params = _settings_options(cls)
+        command.__signature__ = inspect.Signature(params + own)
+        command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
+        return command
+
+    return wrap
+
+
 @app.command("eval", epilog="Example: lrbench eval lrformer-s_ade20k --data-root ~/data --protocol ms")
+@_with_settings(EvalSettings)
 def eval_cmd(
-    model: str = typer.Argument(..., help=NAME),
-    dataset: Optional[Dataset] = typer.Option(None, help="Default: the zoo entry's (else ade20k)."),
-    data_root: str = typer.Option(..., "--data-root", help="Folder with the dataset's standard layout."),
-    checkpoint: Optional[str] = typer.Option(None, help="Local weights (default: the zoo's)."),
-    protocol: Protocol = typer.Option("ss", help="ss (single scale) | ms (6 scales + flip)."),
-    mode: Optional[Mode] = typer.Option(None, help="Default: the recipe's."),
-    ms_merge: Merge = typer.Option(
-        "logits", "--ms-merge", help="ms: average logits (SegFormer / mmseg 0.x) or softmax (mmseg 1.x SegTTAModel)."
-    ),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images (a partial run)."),
-    batch_size: int = typer.Option(
-        1, "--batch-size", min=1, help="Images per batch; images of equal size go through the model together."
-    ),
-    workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
-    device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
-    amp: bool = typer.Option(False, "--amp", help="Autocast (fp16 on CUDA, bf16 on CPU)."),
-    dtype: Dtype = typer.Option("fp32", help="Autocast dtype (fp16 needs CUDA)."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="Pass channels-last inputs."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (compile time recorded apart)."),
-    out: Optional[str] = typer.Option(
-        None, help="Result JSON (default results/eval/<model>_<dataset>_<protocol>.json)."
-    ),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same --out."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (and its state)."),
-    save_every: float = typer.Option(
-        60.0,
-        "--save-every",
-        min=0,
-        help="Save the resume state at least every this many seconds (and every 50 images).",
-    ),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip broken files (listed in the result)."),
+    settings: EvalSettings,
     json_out: bool = typer.Option(
         False, "--json", help="Print the result as JSON (summary and per-class table; --full for everything)."
     ),
     full: bool = typer.Option(False, "--full", help="With --json: the whole record (areas, timings...)."),
 ) -> None:
     """mIoU on a validation set with the standard protocol (resumable; distributed under torchrun)."""
+    settings.check()  # every argument error that needs no model: before torch is imported
+    model = settings.model
     quiet = int(os.environ.get("RANK", "0")) > 0  # under torchrun only rank 0 reports
     with progress_bar(disable=quiet) as bar:
         task = bar.add_task(f"{model}", total=None, status="")
@@ -364,29 +406,10 @@ def eval_cmd(
                 miou["text"] = f"mIoU {summary['mIoU']:.2f}"
             bar.update(task, completed=done, total=total, status=miou["text"])
 
-        res, out = _commands().eval_(
-            model,
-            dataset,
-            data_root,
-            out=out,
-            device=device,
-            checkpoint=checkpoint,
-            protocol=protocol,
-            mode=mode,
-            limit=limit,
-            batch_size=batch_size,
-            workers=workers,
-            amp=amp,
-            dtype=dtype,
-            channels_last=channels_last,
-            compile=compile,
-            resume=resume,
-            overwrite=overwrite,
-            state_seconds=save_every,
-            skip_bad=skip_bad,
-            merge=ms_merge,
-            progress=update,
-        )
+        from .evaluate import evaluate  # torch: only once the arguments are known to be good
+
+        res = evaluate(settings, progress=update)
+        out = res["out"]
     if quiet:
         return
     if json_out:
@@ -412,7 +435,10 @@ def eval_cmd(
         )
         print_json(res if full else {k: res.get(k) for k in keys} | {"out": out})
         return
-    table = Table(title=f"{model} on {res['dataset']} ({res['num_images']} images, {res['protocol']}, {res['mode']})")
+    labels = "" if res["label_form"] == "labelTrainIds" else f"; labels: {res['label_form']}, mapped on the fly"
+    table = Table(
+        title=f"{model} on {res['dataset']} ({res['num_images']} images, {res['protocol']}, {res['mode']}{labels})"
+    )
     for col in ("class", "IoU", "Acc"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for r in res["per_class"]:
@@ -448,6 +474,7 @@ def predict_cmd(
     json_out: bool = typer.Option(False, "--json", help="Per image: outputs and class areas (pixel fractions)."),
 ) -> None:
     """Label maps (palette PNG) and overlays of a model's predictions, with the same pipeline eval scores."""
+    _preflight(model)
     records = with_progress(
         "predict",
         _commands().predict,
@@ -483,6 +510,8 @@ def report_cmd(
 ) -> None:
     """Regenerate RESULTS.md (+ CSV and plots) from result files and the zoo's published numbers."""
     paths = _commands().report(results, out, plots)
+    for line in paths["ignored"]:
+        err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
     console.print(f"wrote {paths['report']}, {paths['csv']} and {len(paths['plots'])} plots")
 
 
@@ -494,11 +523,18 @@ def reproduce_cmd(
     out: str = typer.Option("RESULTS.md", help="The report."),
     plots: Optional[str] = typer.Option(None, help="PNG folder (default: plots/ beside --out)."),
     device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
+    evals_only: bool = typer.Option(False, "--evals-only", help="Only the evals (with --data-root) and the report."),
 ) -> None:
-    """The main job: params, FLOPs, the claims study, speed (and evals with --data-root) -> RESULTS.md."""
+    """The main job: params, FLOPs, the claims study, speed (and evals with --data-root) -> RESULTS.md.
+    Under torchrun every eval is sharded across the ranks; rank 0 writes the results and the report."""
     t0 = time.perf_counter()
-    outcome = with_progress("reproduce", _commands().run_reproduce, data_root, quick, results, out, plots, device)
+    run = _commands().run_reproduce
+    outcome = with_progress("reproduce", run, data_root, quick, results, out, plots, device, evals_only=evals_only)
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun only rank 0 reports
+        return
     paths = outcome.report
+    for line in paths["ignored"]:
+        err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
     console.print(
         f"wrote {paths['report']} ({paths['csv']}, {len(paths['plots'])} plots) in {time.perf_counter() - t0:.0f} s"
     )
@@ -523,6 +559,7 @@ def convert_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Convert a checkpoint to lrbench-named safetensors (checked strictly against the model first)."""
+    _preflight(model)
     res = _commands().convert(model, checkpoint, out, dataset, num_classes, overwrite)
     console.print(f"{checkpoint} -> {out} ({res['arch']}, {res['num_classes']} classes, {res['tensors']} tensors)")
 
@@ -574,6 +611,7 @@ def zoo_info_cmd(
     name: str = typer.Argument(..., help="Zoo entry, e.g. lrformer-s_ade20k."), json_out: bool = JSON
 ) -> None:
     """Everything the manifest knows about one entry, and where its converted weights are cached."""
+    _preflight(entry=name)
     info = _commands().zoo_info(name)
     if json_out:
         print_json(info)
@@ -599,6 +637,7 @@ def zoo_pull_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Download (HF cache or $LRBENCH_HOME/downloads), verify, pin and convert weights to lrbench safetensors."""
+    _preflight(entry=name, sha256=sha256)
     res = with_progress(
         name,
         _commands().zoo_pull,
@@ -651,6 +690,7 @@ def zoo_publish_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Verify, convert to safetensors and publish a zoo entry's weights with a model card; prints the manifest lines."""
+    _preflight(entry=name)
     res = _commands().zoo_publish(name, checkpoint, repo_id, revision, private, dry_run, results)
     if json_out:
         print_json(res)
@@ -662,6 +702,72 @@ def zoo_publish_cmd(
     else:
         console.print("manifest lines for zoo/models.yaml (or a local manifest in $LRBENCH_ZOO):")
         console.print(escape(res["manifest"]), highlight=False)
+
+
+@app.command("env", epilog="Example: lrbench env --json > env.json   (attach it to a bug report)")
+def env_cmd(json_out: bool = JSON) -> None:
+    """Versions, devices, the hub endpoint (and whether it answers) and the caches: what a bug report needs."""
+    from .environment import environment
+
+    res = environment()
+    if json_out:
+        print_json(res)
+        return
+    table = Table(title="lrbench environment", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    for k, v in res["versions"].items():
+        table.add_row(k, v)
+    table.add_row("platform", res["platform"])
+    table.add_row("CPU threads", str(res["cpu_threads"]))
+    c = res["cuda"]
+    gpus = ", ".join(c["devices"]) if c["available"] else "not available"
+    table.add_row("CUDA", f"{gpus} (torch CUDA {c['torch_cuda']}, cuDNN {c['cudnn']})" if c["available"] else gpus)
+    table.add_row("hub", f"{res['hub']['endpoint']}: {res['hub']['status']}")
+    table.add_row("url mirror", res["url_mirror"] or "-")
+    for k, v in res["caches"].items():
+        size = "absent" if v["bytes"] is None else f"{v['bytes'] / 2**20:.1f} MiB"
+        table.add_row(k, f"{v['path']} ({size})")
+    table.add_row("zoo manifest ($LRBENCH_ZOO)", res["zoo_manifest"] or "-")
+    console.print(table)
+
+
+@data_app.command("check", epilog="Example: lrbench data check cityscapes --data-root ~/data --full")
+def data_check_cmd(
+    dataset: Dataset = typer.Argument(..., help="ade20k | coco-stuff | cityscapes."),
+    data_root: str = typer.Option(..., "--data-root", help="Folder with the dataset (or its parent)."),
+    full: bool = typer.Option(False, "--full", help="Also read every label and check its ids and size."),
+    json_out: bool = JSON,
+) -> None:
+    """Which layout and label form a dataset folder has, its counts against the official val size, unmatched files."""
+    from .data import check_dataset
+
+    if full:
+        res = with_progress(f"checking {dataset}", check_dataset, dataset, data_root, True)
+    else:
+        res = check_dataset(dataset, data_root)
+    if json_out:
+        print_json(res)
+    else:
+        form = (
+            "converted labelTrainIds" if res["label_form"] == "labelTrainIds" else res["label_form"] + " (as shipped)"
+        )
+        console.print(
+            f"{res['dataset']} at {escape(res['root'])}: labels {form}; {res['pairs']} image/label pairs of "
+            f"{res['val_size']} in the official val split"
+            + ("" if res["complete"] else " [yellow](incomplete: a run here is partial)[/]")
+        )
+        for what in ("images_without_label", "labels_without_image"):
+            for p in res[what][:10]:
+                console.print(f"  {what.replace('_', ' ')}: {escape(p)}")
+            if len(res[what]) > 10:
+                console.print(f"  ... {len(res[what]) - 10} more {what.replace('_', ' ')}")
+        if full:
+            console.print(f"checked {res['checked']} labels: {len(res['bad'])} bad")
+            for line in res["bad"][:10]:
+                console.print(f"  [red]{escape(line)}[/]")
+    if res["bad"] or res["images_without_label"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

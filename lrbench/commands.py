@@ -11,7 +11,6 @@ from . import claims as claims_mod
 from .complexity import count_flops
 from .datasets import get_spec
 from .errors import ConfigError, OutputError, UsageError
-from .evaluate import evaluate
 from .fileio import check_writable
 from .models import describe_models
 from .predictions import load_predictor, predict_files
@@ -117,16 +116,6 @@ def claims(
     return res
 
 
-def eval_(
-    model: str, dataset: str | None, data_root: str, out: str | None = None, device: str = "auto", **kwargs
-) -> tuple[dict, str]:
-    """``lrbench eval``: returns the result and the file it was written to (default
-    ``results/eval/<model>_<dataset>_<protocol>.json``)."""
-    r = resolve(model, dataset)
-    out = out or f"results/eval/{model}_{r.dataset}_{kwargs.get('protocol', 'ss')}.json"
-    return evaluate(model, r.dataset, data_root, out=out, device=resolve_device(device), **kwargs), out
-
-
 def report(results: str = "results", out: str = "RESULTS.md", plots: str = "plots") -> dict:
     check_writable(out)
     return write_report(results, out, plots)
@@ -140,8 +129,9 @@ def run_reproduce(
     plots: str | None = None,
     device: str = "auto",
     progress: Progress | None = None,
+    evals_only: bool = False,
 ) -> Outcome:
-    return reproduce(data_root, quick, results, out, plots, resolve_device(device), progress)
+    return reproduce(data_root, quick, results, out, plots, resolve_device(device), progress, evals_only)
 
 
 def convert(

@@ -41,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from .errors import UsageError
 from .models import check_input_shape, create_model
+from .settings import check_shape
 from .zoo import resolve
 
 aten = torch.ops.aten
@@ -170,9 +171,7 @@ def count_flops(
         name = getattr(model, "name", type(model).__name__)
         if shape is None:
             raise UsageError("count_flops needs a shape for a model object")
-    shape = tuple(shape)
-    if len(shape) != 2 or min(shape) < 32:
-        raise UsageError(f"--shape must be two sizes H W of at least 32 pixels, got {list(shape)}")
+    shape = check_shape(shape, name)
     step(1, f"counting {name} at {shape[0]}x{shape[1]}")
     if on_meta:
         with torch.device("meta"):

@@ -10,6 +10,18 @@ from .errors import UsageError
 
 IGNORE_INDEX = 255
 
+# Cityscapes gtFine_labelIds -> the 19 train ids (cityscapesscripts' labels.py; every other id 0..33 is ignored).
+_CITYSCAPES_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12}
+_CITYSCAPES_TRAIN |= {26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+CITYSCAPES_LOOKUP = tuple(_CITYSCAPES_TRAIN.get(i, IGNORE_INDEX) if i <= 33 else -1 for i in range(256))
+# COCO-Stuff-164k raw stuffthingmaps ids 0..181 (mmseg's coco_stuff164k.py): the used ids in order become 0..170, the
+# 11 unused thing ids and 255 (unlabeled) are ignored; 182..254 do not exist.
+COCO_STUFF_UNUSED = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
+_used = [i for i in range(182) if i not in COCO_STUFF_UNUSED]
+COCO_STUFF_LOOKUP = tuple(
+    _used.index(i) if i in _used else IGNORE_INDEX if i in COCO_STUFF_UNUSED or i == 255 else -1 for i in range(256)
+)
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -25,6 +37,9 @@ class DatasetSpec:
     reduce_zero_label: bool  # ADE20K: stored 0 ("other") is ignored, 1..150 become 0..149
     val_size: int  # images in the official validation split: a run over fewer is partial
     file_words: str = ""  # regex over a file path in sources._words form: the path names this dataset
+    raw_ann_suffix: str | None = None  # the labels as the official archive ships them, read through raw_lookup
+    raw_lookup: tuple[int, ...] | None = None  # stored raw id -> train id (255 = ignore, -1 = not a valid raw id)
+    raw_form: str | None = None  # what the raw labels are called, for messages
     recursive: bool = False  # Cityscapes keeps one sub-folder per city
     ignore_index: int = IGNORE_INDEX
 
@@ -61,6 +76,9 @@ DATASETS: dict[str, DatasetSpec] = {
         reduce_zero_label=False,
         val_size=5000,
         file_words=r"-coco-?stuff(164k)?-",  # not COCO-Stuff-10k, another dataset
+        raw_ann_suffix=".png",
+        raw_lookup=COCO_STUFF_LOOKUP,
+        raw_form="raw stuffthingmaps ids",
     ),
     "cityscapes": DatasetSpec(
         "cityscapes",
@@ -75,6 +93,9 @@ DATASETS: dict[str, DatasetSpec] = {
         reduce_zero_label=False,
         val_size=500,
         file_words=r"-cityscapes-",
+        raw_ann_suffix="_gtFine_labelIds.png",
+        raw_lookup=CITYSCAPES_LOOKUP,
+        raw_form="gtFine_labelIds",
         recursive=True,
     ),
 }

@@ -1,29 +1,18 @@
-"""``lrbench eval``: the mmseg test protocol without mmseg -- pipeline, whole / slide / multi-scale inference, mIoU.
+"""``lrbench eval``: mIoU on a validation set with the mmseg test protocol, without mmseg.
 
-Test pipeline (recipe ``test:``): keep-ratio resize to ``resize`` (mmcv ``imrescale``: factor = min(long/long_side,
-short/short_side), sizes rounded half up), then with ``size_divisor`` > 1 each side resized *up* to the next multiple
-(LRFormer / SegFormer AlignResize), bilinear, rounded back to uint8 as cv2 does; ImageNet mean/std in RGB. With
-``pad_divisor`` (the Mask2Former models: mmseg's data preprocessor, detectron2's size divisibility) the normalised image
-is instead zero-padded right/bottom to a multiple and the padding is cropped off the scores before the final resize.
-``ms_max_long`` (detectron2) fixes the long-side limit of the multi-scale views instead of scaling it.
-Inference: ``whole`` = one forward; ``slide`` = crop windows (mmseg grid: last window flush with the border),
-logits resized to each crop, summed and divided by the per-pixel count. Logits are resized bilinearly
-(align_corners=False) to the network input, then to the original image, before argmax.
-Multi-scale (``--protocol ms``): test scale times [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], each with a horizontal flip;
-logits at the original size are averaged (softmax-free; ``merge="softmax"`` averages probabilities as mmseg 1.x's
-SegTTAModel does).
-
-The evaluator is four small pieces: :class:`TestConfig` (recipe + overrides, resolved once), :class:`ResumeState`
-(accumulated areas saved atomically every ``state_every`` images, every ``state_seconds`` and on any interruption),
-:func:`run_loop` (images of equal size go through the model together, ``--batch-size`` at a time) and the record
-written at the end (:func:`lrbench.results.record`).
+The model, its weights and the recipe's test pipeline come from :func:`lrbench.inference.load` (one resolution of the
+name); this module is the evaluator around it, in four small pieces: :class:`~lrbench.settings.EvalSettings` (every
+option, declared once; the CLI builds it), :class:`ResumeState` (accumulated areas saved atomically every
+``state_every`` images, every ``state_seconds`` and on any interruption), :func:`run_loop` (images of equal size go
+through the model together, ``batch_size`` at a time) and the record written at the end
+(:func:`lrbench.results.record`). Under torchrun each rank takes a disjoint shard; rank 0 pulls the weights first and
+alone writes the result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -32,201 +21,15 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .data import DatasetError, SegDataset, collate_list
 from .datasets import get_spec
-from .errors import OutputError, ResultError, UsageError
+from .errors import LrbenchError, OutputError, ResultError
 from .fileio import atomic_write_bytes, check_writable, write_json
+from .inference import Loaded, TestConfig, load, predict_logits
 from .metrics import IoUAccumulator
-from .models import create_model
-from .models.base import IMAGENET_MEAN, IMAGENET_STD
-from .names import MODES, MS_MERGES, PROTOCOLS
-from .results import autocast, check_device, check_dtype, device_name, record, versions
-from .sources import sha256_file
-from .zoo import fetch, resolve
-
-MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Pipeline and inference
-# ----------------------------------------------------------------------------------------------------------------
-def rescale_size(
-    h: int, w: int, scale: tuple[int, int] | None, ratio: float = 1.0, max_long: float | None = None
-) -> tuple[int, int]:
-    """mmcv ``rescale_size`` with keep_ratio for the test ``scale`` (long, short) times ``ratio``; None = as is.
-    ``max_long`` replaces the scaled long-side limit (detectron2's fixed ``TEST.AUG.MAX_SIZE`` for every scale)."""
-    if scale is None:
-        return h, w
-    long_edge, short_edge = (max_long or max(scale) * ratio), min(scale) * ratio
-    f = min(long_edge / max(h, w), short_edge / min(h, w))
-    return int(h * f + 0.5), int(w * f + 0.5)
-
-
-def resize_steps(h: int, w: int, test: dict, ratio: float = 1.0) -> list[tuple[int, int]]:
-    """The sizes an (h, w) image goes through under a recipe's ``test`` settings: the keep-ratio rescale, then, with
-    ``size_divisor`` > 1, AlignResize's second resize of each side up to a multiple (two resizes, as mmseg does)."""
-    max_long = test.get("ms_max_long") if ratio != 1.0 else None
-    nh, nw = rescale_size(h, w, test.get("resize"), ratio, max_long)
-    d = int(test.get("size_divisor") or 1)
-    return [(nh, nw), (math.ceil(nh / d) * d, math.ceil(nw / d) * d)]
-
-
-def input_size(h: int, w: int, test: dict, ratio: float = 1.0) -> tuple[int, int]:
-    """Network input size for an (h, w) image under a recipe's ``test`` settings."""
-    return resize_steps(h, w, test, ratio)[-1]
-
-
-def preprocess(images: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
-    """uint8 (B, H, W, 3) RGB -> normalised float (B, 3, h, w): bilinear resizes through ``sizes`` (each rounded back
-    to uint8, as cv2 returns), then the ImageNet mean/std."""
-    x = images.permute(0, 3, 1, 2).float()
-    for size in sizes:
-        if tuple(x.shape[-2:]) != tuple(size):
-            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False).round_().clamp_(0, 255)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[None, :, None, None]
-    std = torch.tensor(IMAGENET_STD, device=x.device)[None, :, None, None]
-    return (x - mean) / std
-
-
-def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
-    """Zero-pad a normalised batch on the right and bottom to sides that are multiples of ``divisor`` (mmseg
-    ``stack_batch(size_divisor, pad_val=0)`` after normalisation)."""
-    H, W = x.shape[-2:]
-    return F.pad(x, (0, -W % divisor, 0, -H % divisor)) if divisor > 1 else x
-
-
-def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    return (
-        x
-        if tuple(x.shape[-2:]) == tuple(size)
-        else F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-    )
-
-
-def forward_whole(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits at the input size (the head's 1/s logits resized bilinearly)."""
-    return _resize(model(x).float(), x.shape[-2:])
-
-
-def forward_slide(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
-    """mmseg ``slide_inference``: windows on a grid whose last row/column is flush with the border."""
-    (ch, cw), (sh, sw) = crop, stride
-    H, W = x.shape[-2:]
-    rows = max(H - ch + sh - 1, 0) // sh + 1
-    cols = max(W - cw + sw - 1, 0) // sw + 1
-    out = count = None
-    for r in range(rows):
-        for c in range(cols):
-            y2, x2 = min(r * sh + ch, H), min(c * sw + cw, W)
-            y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
-            logits = forward_whole(model, x[..., y1:y2, x1:x2])
-            if out is None:
-                out = x.new_zeros(x.shape[0], logits.shape[1], H, W)
-                count = x.new_zeros(1, 1, H, W)
-            out[..., y1:y2, x1:x2] += logits
-            count[..., y1:y2, x1:x2] += 1
-    return out / count
-
-
-def predict_logits(
-    model: nn.Module, images: torch.Tensor, test: dict, protocol: str = "ss", mode: str = "whole", merge: str = "logits"
-) -> torch.Tensor:
-    """(B, K, H, W) logits at the original image size for uint8 images of one size, (B, H, W, 3) or (H, W, 3)."""
-    images = images[None] if images.dim() == 3 else images
-    H, W = images.shape[1:3]
-    crop = tuple(test.get("crop") or (512, 512))
-    stride = tuple(test.get("stride") or (341, 341))
-    run = (lambda x: forward_slide(model, x, crop, stride)) if mode == "slide" else (lambda x: forward_whole(model, x))
-    views = [(1.0, False)] if protocol == "ss" else [(r, f) for r in MS_RATIOS for f in (False, True)]
-    pad = int(test.get("pad_divisor") or 1)
-    total = None
-    for ratio, flip in views:
-        x = preprocess(images, resize_steps(H, W, test, ratio))
-        h, w = x.shape[-2:]
-        logits = run(pad_to_multiple(x.flip(-1) if flip else x, pad))[..., :h, :w]  # flip, pad, infer, crop
-        logits = _resize(logits.flip(-1) if flip else logits, (H, W))
-        if merge == "softmax":
-            logits = logits.softmax(1)
-        total = logits if total is None else total + logits
-    return total / len(views)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The test configuration, resolved once
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TestConfig:
-    """Everything that decides the numbers: the dataset, the recipe's test pipeline and the protocol."""
-
-    dataset: str
-    recipe: str | None
-    test: dict = field(hash=False)
-    protocol: str = "ss"
-    mode: str = "whole"
-    merge: str = "logits"
-
-    @classmethod
-    def build(
-        cls, dataset: str, recipe: dict, protocol: str = "ss", mode: str | None = None, merge: str = "logits"
-    ) -> TestConfig:
-        get_spec(dataset)
-        for flag, value, allowed in (
-            ("--protocol", protocol, PROTOCOLS),
-            ("--ms-merge", merge, MS_MERGES),
-            ("--mode", mode or "whole", MODES),
-        ):
-            if value not in allowed:
-                raise UsageError(f"{flag} must be one of {', '.join(allowed)}, got '{value}'")
-        test = dict(recipe.get("test") or {})
-        return cls(dataset, recipe.get("name"), test, protocol, mode or test.get("mode", "whole"), merge)
-
-
-def check_run_options(device: str, batch_size: int, workers: int, limit: int | None) -> None:
-    check_device(device)
-    if batch_size < 1 or workers < 0 or (limit is not None and limit < 1):
-        raise UsageError("--batch-size and --limit must be >= 1 and --workers >= 0")
-
-
-@dataclass(frozen=True)
-class Weights:
-    """Which weights an eval runs: from the zoo (pulled and verified) or a local file, with the original file's
-    sha256 (for a zoo pull, the hub file's; the report compares it with the manifest's)."""
-
-    arch: str
-    model: str  # the name the user gave
-    entry: str | None
-    source: str  # "zoo" | "file" | "module"
-    path: str | None
-    sha256: str | None
-    verified: bool = False  # checked against a sha256 known before the download (manifest, hub, file-name prefix)
-    origin: str | None = None  # where a zoo file came from, pinned ("hub REPO/FILE@COMMIT", "url URL")
-
-
-def resolve_weights(
-    model: str | nn.Module, dataset: str, checkpoint: str | None, recipe: dict | None
-) -> tuple[Weights, dict, nn.Module | None]:
-    """(weights, recipe, model if already built) for a zoo entry / architecture name or a ready module."""
-    if isinstance(model, nn.Module):
-        name = getattr(model, "name", type(model).__name__)
-        return Weights(name, name, None, "module", checkpoint, None), recipe or {"test": {}}, model
-    r = resolve(model, dataset)
-    if checkpoint is not None:
-        if not Path(checkpoint).is_file():
-            raise UsageError(f"--checkpoint {checkpoint}: file not found")
-        w = Weights(r.arch, model, r.entry.name if r.entry else None, "file", str(checkpoint), sha256_file(checkpoint))
-        return w, recipe or r.recipe, None
-    if r.entry is None or r.entry.source is None:
-        raise UsageError(
-            f"no released weights for {model} on {dataset}: pass --checkpoint FILE (an official .pth, "
-            f"transformers or lrbench .safetensors)"
-        )
-    pulled, net = fetch(r.entry.name)
-    w = Weights(
-        r.arch, model, r.entry.name, "zoo", pulled["path"], pulled["sha256"], pulled["verified"], pulled["origin"]
-    )
-    return w, recipe or r.recipe, net
+from .results import autocast, check_device, check_dtype, device_name, record, resolve_device, versions
+from .settings import EvalSettings
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -434,61 +237,58 @@ def _image_digest(ds: SegDataset, indices: list[int]) -> str:
     return h.hexdigest()[:16]
 
 
-def evaluate(
-    model: str | nn.Module,
-    dataset: str,
-    data_root: str | os.PathLike,
-    checkpoint: str | None = None,
-    protocol: str = "ss",
-    mode: str | None = None,
-    limit: int | None = None,
-    batch_size: int = 1,
-    workers: int = 2,
-    device: str = "cpu",
-    amp: bool = False,
-    dtype: str = "fp32",
-    channels_last: bool = False,
-    compile: bool = False,
-    out: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    state_every: int = 50,
-    state_seconds: float = 60.0,
-    skip_bad: bool = False,
-    recipe: dict | None = None,
-    merge: str = "logits",
-    progress: Callable[[int, int, dict], None] | None = None,
-) -> dict:
-    """Evaluate on a validation set; returns (and with ``out`` writes atomically) the result record.
+def _load_in_turn(settings: EvalSettings, dataset: str | None, rank: int, world: int) -> Loaded:
+    """:func:`load` on every rank, rank 0 first (it pulls the weights into the shared caches; the others then find
+    them there), so that ranks never download the same file at once. A failure on rank 0 is every rank's."""
+    s = settings
+    if world == 1:
+        return load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge)
+    import torch.distributed as dist
 
-    Resumable: with ``out``, the accumulated areas and processed indices are saved atomically to
+    loaded, failure = None, [None]
+    if rank == 0:
+        try:
+            loaded = load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge)
+        except LrbenchError as e:
+            failure = [str(e)]
+            dist.broadcast_object_list(failure, src=0)
+            raise
+    dist.broadcast_object_list(failure, src=0)
+    if failure[0] is not None:
+        raise LrbenchError(failure[0])
+    return loaded or load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge)
+
+
+def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Evaluate on a validation set; returns (and with ``settings.out`` writes atomically) the result record.
+
+    Resumable: with an output file, the accumulated areas and processed indices are saved atomically to
     ``<out>.state[.rankN].pt`` every ``state_every`` images, every ``state_seconds`` and on any interruption;
     ``resume=True`` continues from there and ends with bit-identical areas, or returns the finished result when it
     was made by the same run. Under torchrun each rank takes a disjoint shard; areas are all-reduced and rank 0
-    writes ``out``. ``batch_size`` images of equal size go through the model in one forward. ``dtype`` autocasts
+    writes the result. ``batch_size`` images of equal size go through the model in one forward. ``dtype`` autocasts
     (``amp=True`` is the earlier spelling of fp16 on CUDA / bf16 on CPU), ``channels_last`` passes channels-last
     inputs, ``compile`` torch.compiles the model (its compile time is recorded apart from the model time).
     """
-    check_run_options(device, batch_size, workers, limit)
-    if amp:
-        dtype = "fp16" if device.startswith("cuda") else "bf16"
+    s = settings.check()
+    device = resolve_device(s.device)
+    check_device(device)
+    dtype = ("fp16" if device.startswith("cuda") else "bf16") if s.amp else s.dtype
     check_dtype(dtype, device)
+    if isinstance(s.out, str) and "{" not in s.out:  # a fixed path is checked before any work
+        _check_out(Path(s.out), s.overwrite or s.resume)
+    rank, world = _dist()
+    loaded = _load_in_turn(s, s.dataset, rank, world)
+    dataset, weights, cfg = loaded.cfg.dataset, loaded.weights, loaded.cfg
+    out = s.out_path(dataset)
     out_path = Path(out) if out else None
     if out_path is not None:
-        if out_path.exists() and not (overwrite or resume):
-            raise OutputError(
-                f"{out_path} already exists; pass --overwrite to replace it, --resume to continue, "
-                f"or choose another --out"
-            )
-        check_writable(out_path)
-    ds = SegDataset(dataset, data_root)
-    weights, recipe, net = resolve_weights(model, dataset, checkpoint, recipe)
-    cfg = TestConfig.build(dataset, recipe, protocol, mode, merge)
-    rank, world = _dist()
+        _check_out(out_path, s.overwrite or s.resume)
+    ds = SegDataset(dataset, s.data_root)
     if world > 1 and device == "cuda":  # torchrun: one GPU per local rank
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
         torch.cuda.set_device(torch.device(device))
-    indices = list(range(len(ds)))[: limit or None]
+    indices = list(range(len(ds)))[: s.limit or None]
     fingerprint = {
         "model": weights.model,
         "weights_sha256": weights.sha256,
@@ -505,32 +305,28 @@ def evaluate(
     state = ResumeState(
         state_path(out_path, rank, world) if out_path else None,
         fingerprint,
-        every_images=state_every,
-        every_seconds=state_seconds,
+        every_images=s.state_every,
+        every_seconds=s.state_seconds,
     )
-    if out_path is not None and out_path.exists() and resume and not (state.path and state.path.exists()):
+    if out_path is not None and out_path.exists() and s.resume and not (state.path and state.path.exists()):
         return _finished(out_path, fingerprint)
-    net = (
-        net
-        if net is not None
-        else create_model(weights.arch, num_classes=get_spec(dataset).num_classes, checkpoint=weights.path)
-    )
-    net = net.to(device).eval()
+    net = loaded.model.to(device).eval()
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = False  # mmseg's benchmark setting; shapes vary per image anyway
 
-    acc = IoUAccumulator(get_spec(dataset).num_classes, get_spec(dataset).ignore_index, device)
-    state.restore(acc, resume, overwrite)
+    spec = get_spec(dataset)
+    acc = IoUAccumulator(spec.num_classes, spec.ignore_index, device)
+    state.restore(acc, s.resume, s.overwrite)
     shard = indices[rank::world]
     todo = [i for i in shard if i not in state.done]
-    timed = TimedForward(net, device, compile, channels_last)
+    timed = TimedForward(net, device, s.compile, s.channels_last)
     t_start = time.perf_counter()
-    run_loop(timed, ds, cfg, todo, len(shard), acc, state, device, batch_size, workers, dtype, skip_bad, progress)
+    run_loop(timed, ds, cfg, todo, len(shard), acc, state, device, s.batch_size, s.workers, dtype, s.skip_bad, progress)
     wall = time.perf_counter() - t_start
     state.save(acc)
     acc.all_reduce()
     skipped = _gather_lists(state.skipped)
-    summary = acc.summary(get_spec(dataset).classes)
+    summary = acc.summary(spec.classes)
     result = record(
         "eval",
         model=weights.model,
@@ -540,11 +336,12 @@ def evaluate(
         checkpoint=weights.path,
         checkpoint_sha256=weights.sha256,
         weights_verified=weights.verified,
-        weights_source=weights.origin or (f"file {weights.path}" if weights.source == "file" else weights.source),
+        weights_source=weights.origin or weights.source,
         dataset=dataset,
         data_root=str(ds.root),
+        label_form=ds.layout.form,
         num_images=len(indices),
-        complete=limit is None or limit >= len(ds),
+        complete=s.limit is None or s.limit >= len(ds),
         recipe=cfg.recipe,
         test=cfg.test,
         protocol=cfg.protocol,
@@ -561,9 +358,9 @@ def evaluate(
         world_size=world,
         dist_backend=_backend(),
         dtype=dtype,
-        channels_last=channels_last,
-        compile=compile,
-        batch_size=batch_size,
+        channels_last=s.channels_last,
+        compile=s.compile,
+        batch_size=s.batch_size,
         versions=versions(),
         fingerprint=fingerprint,
         timings={
@@ -579,7 +376,15 @@ def evaluate(
         write_json(out_path, result)
         for r in range(world):  # the final result supersedes the resume state
             state_path(out_path, r, world).unlink(missing_ok=True)
-    return result
+    return result | {"out": out}
+
+
+def _check_out(path: Path, may_exist: bool) -> None:
+    if path.exists() and not may_exist:
+        raise OutputError(
+            f"{path} already exists; pass --overwrite to replace it, --resume to continue, or choose another --out"
+        )
+    check_writable(path)
 
 
 def _finished(out_path: Path, fingerprint: dict) -> dict:

@@ -9,3 +9,16 @@ MODES = ("whole", "slide")
 MS_MERGES = ("logits", "softmax")
 DTYPES = ("fp32", "bf16", "fp16")
 DEVICES = ("cpu", "cuda")
+
+# Every registered architecture and its family (lrbench.models checks its CONFIGS against this at import), so that
+# an unknown name is answered before torch is imported.
+ARCHITECTURES: dict[str, str] = {
+    **{f"lrformer-{v}": "lrformer" for v in ("t", "s", "b", "l", "xl")},
+    **{f"segformer-b{i}": "segformer" for i in range(6)},
+    **{f"segformer-b{i}-mmseg": "segformer" for i in range(6)},
+    **{f"upernet-swin-{v}": "upernet-swin" for v in ("t", "s", "b", "b-w7", "l")},
+    **{f"lrformer-{v}-plus": "lrformer-plus" for v in ("t", "s", "b", "l", "xl")},
+    **{f"mask2former-swin-{v}": "mask2former-swin" for v in ("t", "s", "b", "l")},
+    **{f"mask2former-r{d}": "mask2former-resnet" for d in (50, 101)},
+}
+SIZE_DIVISOR = {"lrformer-plus": 32, "mask2former-swin": 32, "mask2former-resnet": 32}  # input sides (Mask2Former)

@@ -1,7 +1,7 @@
 """``lrbench predict``: what a model predicts on your images, as label maps and overlays.
 
 A prediction is exactly what ``lrbench eval`` scores: the same recipe (keep-ratio resize, AlignResize, ImageNet
-normalisation, whole / slide inference, optional multi-scale + flip) through :func:`lrbench.evaluate.predict_logits`,
+normalisation, whole / slide inference, optional multi-scale + flip) through :func:`lrbench.inference.predict_logits`,
 then the argmax at the original image size. Per image it writes
 
 - ``NAME.png``: the label map as a palette PNG whose pixel values are the predicted class indices (0..K-1, the order of
@@ -24,13 +24,11 @@ import torch
 import torch.nn as nn
 from PIL import Image, ImageDraw, ImageFont
 
-from .datasets import DATASETS, DEFAULT_DATASET, DatasetSpec, get_spec
+from .datasets import DatasetSpec, get_spec
 from .errors import OutputError, UsageError
-from .evaluate import TestConfig, predict_logits, resolve_weights
 from .fileio import atomic_write_bytes, check_writable
-from .models import create_model
+from .inference import TestConfig, load, predict_logits
 from .results import autocast, check_device, check_dtype
-from .zoo import resolve
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -105,13 +103,6 @@ class Predictor:
         return labels[0] if single else labels
 
 
-def _dataset_for(model: nn.Module) -> str:
-    """The dataset a model's class count belongs to (ADE20K when it is ambiguous or unknown)."""
-    k = getattr(model, "num_classes", None)
-    fits = [name for name, spec in DATASETS.items() if spec.num_classes == k]
-    return fits[0] if len(fits) == 1 else DEFAULT_DATASET
-
-
 def load_predictor(
     model: str | nn.Module,
     dataset: str | None = None,
@@ -123,21 +114,12 @@ def load_predictor(
     recipe: dict | None = None,
 ) -> Predictor:
     """A zoo entry (its weights are pulled), an architecture with ``checkpoint``, or a model object (recipe from its
-    ``name`` when registered, else ``recipe``; dataset from its class count unless given)."""
+    ``name`` when registered, else ``recipe``; dataset from its class count unless given): see
+    :func:`lrbench.inference.load`."""
     check_device(device)
     check_dtype(dtype, device)
-    if isinstance(model, nn.Module):
-        dataset = dataset or _dataset_for(model)
-        if recipe is None and getattr(model, "name", None):
-            recipe = resolve(model.name, dataset).recipe
-        net = model
-    else:
-        dataset = dataset or resolve(model).dataset
-        weights, recipe, net = resolve_weights(model, dataset, checkpoint, recipe)
-        if net is None:
-            net = create_model(weights.arch, num_classes=get_spec(dataset).num_classes, checkpoint=weights.path)
-    cfg = TestConfig.build(dataset, recipe or {"test": {}}, protocol, mode)
-    return Predictor(net.to(device).eval(), cfg, get_spec(dataset), device, dtype)
+    loaded = load(model, dataset, checkpoint, recipe, protocol, mode)
+    return Predictor(loaded.model.to(device).eval(), loaded.cfg, get_spec(loaded.cfg.dataset), device, dtype)
 
 
 def predict(

@@ -472,8 +472,10 @@ def plot_latency_vs_resolution(speed: list[dict], path: str) -> bool:
 
 
 def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_dir: str | None = "plots") -> dict:
-    """Read results, write RESULTS.md (+ .csv beside it) and the plots; returns the paths written."""
-    results = load_results(results_dir)
+    """Read results, write RESULTS.md (+ .csv beside it) and the plots; returns the paths written and the files
+    left out (``ignored``: one line each)."""
+    ignored: list[str] = []
+    results = load_results(results_dir, ignored)
     zoo = load_zoo()
     out_path = Path(out)
     plots: dict[str, str] = {}
@@ -492,4 +494,4 @@ def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_di
     atomic_write_bytes(out_path, lambda tmp: Path(tmp).write_text(md))
     csv_path = out_path.with_suffix(".csv")
     atomic_write_bytes(csv_path, lambda tmp: csv.to_csv(tmp, index=False, float_format="%.4f"))
-    return {"report": str(out_path), "csv": str(csv_path), "plots": sorted(plots.values())}
+    return {"report": str(out_path), "csv": str(csv_path), "plots": sorted(plots.values()), "ignored": ignored}

@@ -1,7 +1,11 @@
 """``lrbench reproduce``, the main job: params + FLOPs of every zoo architecture at its published input, the LRSA
 claims study, a short speed run, then (with ``data_root``) every eval whose dataset folder and weights are
 available, and finally the report. Results go to a ``results/`` folder and plots to ``plots/`` beside the report
-unless given elsewhere, so ``--out X`` never touches the current folder's files."""
+unless given elsewhere, so ``--out X`` never touches the current folder's files.
+
+At cluster scale (``torchrun --nproc-per-node N -m lrbench reproduce --data-root D``, multi-node too) every eval is
+sharded across the ranks (:func:`lrbench.evaluate.evaluate`); rank 0 alone measures the costs, writes the results and
+the report. Evals resume (a killed run continues where each rank stopped), so the same command finishes the job."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from .evaluate import evaluate
 from .fileio import check_writable
 from .report import write_report
 from .results import write_result
+from .settings import EvalSettings
 from .zoo import ZooEntry, load_zoo
 
 SPEED_MODELS = ("lrformer-t", "lrformer-s", "segformer-b0", "segformer-b2", "lrformer-s-plus", "mask2former-swin-t")
@@ -42,9 +47,11 @@ def reproduce(
     plots_dir: str | None = None,
     device: str = "cpu",
     progress: Callable[[int, int, str], None] | None = None,
+    evals_only: bool = False,
 ) -> Outcome:
     """Run the main job and write the report; ``quick`` keeps the FLOPs of the cheap ADE20K-sized models only, fewer
-    claim sizes and fewer speed iterations."""
+    claim sizes and fewer speed iterations; ``evals_only`` runs the evals and the report alone."""
+    lead = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 measures costs and writes
     out_path = check_writable(out)
     rdir = Path(results_dir) if results_dir else out_path.parent / "results"
     pdir = Path(plots_dir) if plots_dir else out_path.parent / "plots"
@@ -60,13 +67,16 @@ def reproduce(
     )
     if quick:
         flops_jobs = [j for j in flops_jobs if j[1][0] * j[1][1] <= 640 * 640]
+    costs = lead and not evals_only
+    if not costs:
+        flops_jobs = []
     eval_jobs = [e for e in zoo.values() if data_root and _has_dataset(Path(data_root), e)]
-    total = len(flops_jobs) + 1 + len(SPEED_MODELS) + len(eval_jobs) + 1
+    total = len(flops_jobs) + (1 + len(SPEED_MODELS) if costs else 0) + len(eval_jobs) + 1
     done = 0
 
     def step(what: str) -> None:
         nonlocal done
-        if progress:
+        if progress and lead:
             progress(done, total, what)
         done += 1
 
@@ -74,14 +84,15 @@ def reproduce(
         step(f"flops {arch} {shape[0]}x{shape[1]} ({k} classes)")
         res = complexity.count_flops(arch, shape, k)
         write_result(rdir / "flops" / f"{arch}_{shape[0]}x{shape[1]}_{k}.json", "flops", **res)
-    step("claims study")
-    write_result(
-        rdir / "claims.json", "claims", **claims.run_claims(claims.QUICK_SIZES if quick else None, device=device)
-    )
-    for name in SPEED_MODELS:
-        step(f"speed {name} 512x512")
-        res = speed.measure_speed(name, (512, 512), device=device, warmup=1 if quick else 2, iters=3 if quick else 10)
-        write_result(rdir / "speed" / f"{name}_512x512_{device}.json", "speed", **res)
+    if costs:
+        step("claims study")
+        claims_res = claims.run_claims(claims.QUICK_SIZES if quick else None, device=device)
+        write_result(rdir / "claims.json", "claims", **claims_res)
+        for name in SPEED_MODELS:
+            step(f"speed {name} 512x512")
+            iters = dict(warmup=1 if quick else 2, iters=3 if quick else 10)
+            res = speed.measure_speed(name, (512, 512), device=device, **iters)
+            write_result(rdir / "speed" / f"{name}_512x512_{device}.json", "speed", **res)
     outcome = Outcome(report={})
     if data_root:
         outcome.skipped += [
@@ -96,7 +107,7 @@ def reproduce(
                 outcome.skipped.append((e.name, "no released weights"))
                 continue
             try:
-                evaluate(e.name, e.dataset, data_root, out=str(path), resume=True, device=device)
+                evaluate(EvalSettings(e.name, data_root, e.dataset, out=str(path), resume=True, device=device))
                 outcome.evals.append(str(path))
             except LrbenchError as err:  # weights not obtainable, a finished result of another run...: row pending
                 outcome.skipped.append((e.name, str(err)))
@@ -108,5 +119,6 @@ def reproduce(
         else:
             os.environ["HF_HUB_OFFLINE"] = offline
     step("report")
-    outcome.report = write_report(str(rdir), str(out_path), str(pdir))
+    if lead:
+        outcome.report = write_report(str(rdir), str(out_path), str(pdir))
     return outcome

@@ -123,8 +123,9 @@ def git_commit() -> str:
         return "unknown"
 
 
-def load_results(results_dir: str | os.PathLike) -> dict[str, list[dict]]:
-    """Every ``*.json`` result under ``results_dir`` grouped by kind (JSON of other shapes is ignored)."""
+def load_results(results_dir: str | os.PathLike, ignored: list[str] | None = None) -> dict[str, list[dict]]:
+    """Every ``*.json`` result under ``results_dir`` grouped by kind; JSON that is not an lrbench result is left out,
+    and named in ``ignored`` (one line each) when a list is given."""
     out: dict[str, list[dict]] = {k: [] for k in KINDS}
     root = Path(results_dir)
     if not root.is_dir():
@@ -141,4 +142,8 @@ def load_results(results_dir: str | os.PathLike) -> dict[str, list[dict]]:
                     f"{path}: a {obj['kind']} result without {', '.join(missing)}; remove or regenerate it"
                 )
             out[obj["kind"]].append(obj | {"_path": path.relative_to(root).as_posix()})
+        elif ignored is not None:
+            kind = obj.get("kind") if isinstance(obj, dict) else None
+            why = f"its kind '{kind}' is not one of {', '.join(KINDS)}" if kind else "it has no 'kind' field"
+            ignored.append(f"{path}: not an lrbench result ({why}); left out of the report")
     return out

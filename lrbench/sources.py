@@ -160,7 +160,7 @@ def _endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
-def _hf_cache_dir() -> str | None:
+def hf_cache_dir() -> str | None:
     # Read at call time (huggingface_hub reads these once at import).
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
@@ -248,7 +248,7 @@ class HubSource:
 
         if self.filename is None:
             return None
-        hit = try_to_load_from_cache(self.repo_id, self.filename, cache_dir=_hf_cache_dir(), revision=self.revision)
+        hit = try_to_load_from_cache(self.repo_id, self.filename, cache_dir=hf_cache_dir(), revision=self.revision)
         return hit if isinstance(hit, str) else None
 
     def _metadata(self, entry: str):
@@ -292,7 +292,7 @@ class HubSource:
                 self.repo_id,
                 self.filename,
                 revision=self.revision,
-                cache_dir=_hf_cache_dir(),
+                cache_dir=hf_cache_dir(),
                 force_download=force,
                 local_files_only=offline(),
                 etag_timeout=TIMEOUT_S,

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from .errors import UsageError
-from .models import check_input_shape, create_model
+from .models import create_model
 from .results import autocast, check_device, check_dtype, device_name
+from .settings import check_shape
 
 
 def _sync(device: str) -> None:
@@ -87,10 +88,8 @@ def measure_speed(
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     check_dtype(dtype, device)
-    if len(shape) != 2 or min(shape) < 32:
-        raise UsageError(f"--shape must be two sizes H W of at least 32 pixels, got {list(shape)}")
+    shape = check_shape(shape, model_name)
     model = create_model(model_name, num_classes=num_classes).to(device)
-    check_input_shape(model, shape)
     x = torch.randn(batch_size, 3, *shape, device=device)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)

@@ -17,10 +17,8 @@ papers' rows.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,10 +27,11 @@ import yaml
 
 from .checkpoint import CheckpointError, read_state_dict, save_safetensors
 from .datasets import DATASETS, DEFAULT_DATASET, get_spec
-from .errors import OutputError, UnknownNameError, UsageError, ZooError
-from .fileio import atomic_write_bytes, data_dir
+from .errors import OutputError, UsageError, ZooError
+from .fileio import atomic_write_bytes
 from .models import ARCH_FAMILY, check_family, create_model, load_state, load_weights
 from .recipes import default_recipe, get_recipe, load_recipes
+from .settings import ZOO_FILE, check_sha256, unknown_entry, unknown_model
 from .sources import (
     HubSource,
     Progress,
@@ -48,7 +47,6 @@ from .sources import (
 )
 from .version import __version__
 
-ZOO_FILE = data_dir("zoo") / "models.yaml"
 _PUBLISHED_KEYS = {"params_m", "gflops", "flops_shape", "miou_ss", "miou_ms", "source"}
 ORIGINS = ("paper", "mmseg")  # whose numbers an entry carries: the paper's, or mmseg's retrained reproduction
 
@@ -150,9 +148,7 @@ def get_entry(name: str) -> ZooEntry:
     zoo = load_zoo()
     if name in zoo:
         return zoo[name]
-    close = difflib.get_close_matches(name, list(zoo), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see `lrbench zoo list`"
-    raise UnknownNameError(f"unknown zoo entry '{name}'{hint}")
+    raise unknown_entry(name, zoo)
 
 
 def list_entries(dataset: str | None = None, family: str | None = None) -> list[ZooEntry]:
@@ -194,9 +190,7 @@ def resolve(name: str, dataset: str | None = None) -> Resolved:
             raise UsageError(f"zoo entry {name} is for {entry.dataset}, not {dataset}: drop --dataset, or {hint}")
         return Resolved(entry.arch, entry.dataset, get_recipe(entry.recipe), entry)
     if name not in ARCH_FAMILY:
-        close = difflib.get_close_matches(name, list(ARCH_FAMILY) + list(zoo), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see `lrbench models` and `lrbench zoo list`"
-        raise UnknownNameError(f"unknown model or zoo entry '{name}'{hint}")
+        raise unknown_model(name, zoo)
     dataset = dataset or DEFAULT_DATASET
     entry = zoo.get(f"{name}_{dataset}")
     return Resolved(name, dataset, get_recipe(entry.recipe) if entry else default_recipe(name, dataset), entry)
@@ -205,14 +199,6 @@ def resolve(name: str, dataset: str | None = None) -> Resolved:
 # ----------------------------------------------------------------------------------------------------------------
 # Pulling
 # ----------------------------------------------------------------------------------------------------------------
-def _check_sha256(sha256: str | None) -> str | None:
-    if sha256 is None:
-        return None
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
-        raise UsageError(f"--sha256 must be 64 hexadecimal digits, got '{sha256}'")
-    return sha256.lower()
-
-
 def weights_dir(name: str) -> Path:
     """lrbench's cache folder for one zoo entry's converted weights."""
     return lrbench_home() / "weights" / name
@@ -293,7 +279,7 @@ def fetch(
 ) -> tuple[dict, nn.Module | None]:
     """Download, verify, remember and (once) convert; returns the pull record and the loaded model when it was just
     built. A remembered resolution of the entry is used as it is (no listing, offline too) unless overridden."""
-    sha256 = _check_sha256(sha256)
+    sha256 = check_sha256(sha256)
     entry = get_entry(name)
     wanted = _with_overrides(entry, repo_id, filename, revision, sha256)
     overridden = wanted != entry.source
@@ -366,18 +352,3 @@ def lock(out: str | os.PathLike, overwrite: bool = False) -> dict:
     )
     atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
     return {"out": str(path), "entries": sorted(pins)}
-
-
-def load_pretrained(name: str, dataset: str | None = None) -> tuple[nn.Module, Resolved, dict]:
-    """The model of a zoo entry (or an architecture's entry on ``dataset``) with its weights, pulled if needed."""
-    r = resolve(name, dataset)
-    if r.entry is None or r.entry.source is None:
-        what = r.entry.name if r.entry else f"{r.arch} on {r.dataset}"
-        raise ZooError(
-            f"no released weights for {what}: pass --checkpoint FILE (an official .pth, transformers or "
-            f"lrbench .safetensors)"
-        )
-    record, model = fetch(r.entry.name)
-    if model is None:
-        model = create_model(r.arch, num_classes=r.num_classes, checkpoint=record["path"])
-    return model.eval(), r, record

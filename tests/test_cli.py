@@ -108,3 +108,23 @@ def test_flops_accepts_entries_and_architectures(name):
     res = json.loads(r.stdout)
     assert res["model"] == "lrformer-t" and res["shape"] == [64, 128]
     assert res["num_classes"] == (19 if name.endswith("cityscapes") else 150)
+
+
+def test_env_offline_in_seconds(tmp_path):
+    """`lrbench env --json`: versions, devices, the hub's answer and the caches, in < 10 s with no network."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = os.environ | {"HF_ENDPOINT": "http://127.0.0.1:9", "LRBENCH_HOME": str(tmp_path / "home")}
+    (tmp_path / "home" / "downloads").mkdir(parents=True)
+    (tmp_path / "home" / "downloads" / "x.pth").write_bytes(b"\0" * 1000)
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "lrbench", "env", "--json"], capture_output=True, text=True, env=env)
+    assert time.monotonic() - t0 < 10 and r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["versions"]["lrbench"] and res["versions"]["torch"] and res["versions"]["huggingface_hub"]
+    assert res["hub"]["endpoint"] == "http://127.0.0.1:9" and res["hub"]["status"].startswith("unreachable")
+    assert res["caches"]["lrbench_home"] == {"path": str(tmp_path / "home"), "bytes": 1000}
+    assert res["cuda"]["available"] in (True, False)

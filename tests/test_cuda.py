@@ -6,6 +6,7 @@ import torch
 
 from lrbench.evaluate import evaluate
 from lrbench.models import create_model
+from lrbench.settings import EvalSettings
 from lrbench.speed import measure_speed
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -49,7 +50,16 @@ def test_eval_on_cuda_equals_cpu(tmp_path, synth, randomize, save_mmengine):
     synth(tmp_path / "data", "ade20k", n=3, sizes=((96, 128),))
     save_mmengine(randomize(create_model("lrformer-t"), seed=1), tmp_path / "t.pth")
     res = {
-        d: evaluate("lrformer-t", "ade20k", tmp_path / "data", checkpoint=str(tmp_path / "t.pth"), workers=0, device=d)
+        d: evaluate(
+            EvalSettings(
+                "lrformer-t",
+                dataset="ade20k",
+                data_root=tmp_path / "data",
+                checkpoint=str(tmp_path / "t.pth"),
+                workers=0,
+                device=d,
+            )
+        )
         for d in ("cpu", "cuda")
     }
     assert abs(res["cpu"]["mIoU"] - res["cuda"]["mIoU"]) <= 0.01

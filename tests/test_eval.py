@@ -1,6 +1,5 @@
 """lrbench eval: exact mmseg metric, dataset conventions, inference modes, resume, distributed, bad input, CLI."""
 
-import functools
 import json
 import os
 import socket
@@ -15,9 +14,11 @@ from typer.testing import CliRunner
 
 from lrbench.cli import app
 from lrbench.data import DatasetError, SegDataset
-from lrbench.evaluate import MS_RATIOS, evaluate, input_size, predict_logits
+from lrbench.evaluate import evaluate
+from lrbench.inference import MS_RATIOS, input_size, predict_logits
 from lrbench.metrics import IoUAccumulator
 from lrbench.models import create_model
+from lrbench.settings import EvalSettings
 
 from synth import NUM_CLASSES, Oracle
 
@@ -78,7 +79,7 @@ def test_metric_hand_computed():
 @pytest.mark.parametrize("dataset", ["ade20k", "coco-stuff", "cityscapes"])
 def test_oracle_scores_100_in_each_layout(dataset, tmp_path, synth):
     synth(tmp_path, dataset, n=3)
-    res = evaluate(Oracle(dataset), dataset, tmp_path, recipe=IDENTITY, workers=0)
+    res = evaluate(EvalSettings(Oracle(dataset), dataset=dataset, data_root=tmp_path, recipe=IDENTITY, workers=0))
     assert res["mIoU"] == 100.0 and res["aAcc"] == 100.0 and res["num_images"] == 3
     assert len(res["per_class"]) == NUM_CLASSES[dataset]
 
@@ -122,8 +123,8 @@ def test_whole_equals_slide_for_context_free_model(tmp_path, synth):
         "name": "s",
         "test": {"resize": None, "size_divisor": 1, "mode": "slide", "crop": [40, 40], "stride": [24, 24]},
     }
-    a = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
-    b = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=slide, workers=0)
+    a = evaluate(EvalSettings(PixelLinear(), dataset="cityscapes", data_root=tmp_path, recipe=IDENTITY, workers=0))
+    b = evaluate(EvalSettings(PixelLinear(), dataset="cityscapes", data_root=tmp_path, recipe=slide, workers=0))
     assert b["mode"] == "slide" and a["areas"] == b["areas"] and a["mIoU"] < 100
 
 
@@ -160,7 +161,11 @@ def test_ms_flip_matches_hand_written_reference(randomize):
 
 def test_resume_after_interruption_is_bit_identical(tmp_path, synth):
     synth(tmp_path, "cityscapes", n=6)
-    run = functools.partial(evaluate, PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0)
+    model = PixelLinear()
+
+    def run(progress=None, **kw):
+        return evaluate(EvalSettings(model, tmp_path, "cityscapes", recipe=IDENTITY, workers=0, **kw), progress)
+
     ref = run()
     out = tmp_path / "res.json"
 
@@ -189,7 +194,11 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, synth):
 def _dist_worker(rank, world, port, root, out):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    evaluate(PixelLinear(), "cityscapes", root, recipe=IDENTITY, workers=0, out=out, skip_bad=True)
+    evaluate(
+        EvalSettings(
+            PixelLinear(), dataset="cityscapes", data_root=root, recipe=IDENTITY, workers=0, out=out, skip_bad=True
+        )
+    )
     torch.distributed.destroy_process_group()
 
 
@@ -197,7 +206,9 @@ def test_two_process_gloo_equals_one_process(tmp_path, synth):
     synth(tmp_path, "cityscapes", n=5)
     bad = sorted((tmp_path / "cityscapes" / "leftImg8bit").rglob("*.png"))[3]  # index 3: rank 1's shard
     bad.write_bytes(b"broken")
-    ref = evaluate(PixelLinear(), "cityscapes", tmp_path, recipe=IDENTITY, workers=0, skip_bad=True)
+    ref = evaluate(
+        EvalSettings(PixelLinear(), dataset="cityscapes", data_root=tmp_path, recipe=IDENTITY, workers=0, skip_bad=True)
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -225,15 +236,19 @@ def test_bad_inputs_name_the_file(tmp_path, synth):
         SegDataset("ade20k", tmp_path)
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(ann[0])
     with pytest.raises(DatasetError, match=r"ADE_val_00000000.png: label size 10x10 differs from image size 96x64"):
-        evaluate(Oracle("ade20k"), "ade20k", tmp_path, recipe=IDENTITY, workers=0)
+        evaluate(EvalSettings(Oracle("ade20k"), dataset="ade20k", data_root=tmp_path, recipe=IDENTITY, workers=0))
     Image.fromarray(np.full((64, 96), 151, np.uint8)).save(ann[0])
     with pytest.raises(
         DatasetError, match=r"ADE_val_00000000.png: label ids \[151\] outside the 150 classes of ade20k"
     ):
-        evaluate(Oracle("ade20k"), "ade20k", tmp_path, recipe=IDENTITY, workers=2)  # raised from a worker, same text
+        evaluate(
+            EvalSettings(Oracle("ade20k"), dataset="ade20k", data_root=tmp_path, recipe=IDENTITY, workers=2)
+        )  # raised from a worker, same text
     img = sorted((root / "images/validation").glob("*.jpg"))[1]
     img.write_bytes(b"not an image")
-    res = evaluate(Oracle("ade20k"), "ade20k", tmp_path, recipe=IDENTITY, workers=0, skip_bad=True)
+    res = evaluate(
+        EvalSettings(Oracle("ade20k"), dataset="ade20k", data_root=tmp_path, recipe=IDENTITY, workers=0, skip_bad=True)
+    )
     assert res["num_images"] == 4 and len(res["skipped"]) == 2 and "unreadable image" in res["skipped"][1]
     assert res["mIoU"] == 100.0
 
@@ -320,15 +335,23 @@ class CountingPixelLinear(PixelLinear):
 def test_batch_size_runs_same_size_images_in_one_forward(tmp_path, synth):
     synth(tmp_path / "same", "cityscapes", n=8, sizes=((64, 96),))
     one, four = CountingPixelLinear(), CountingPixelLinear()
-    a = evaluate(one, "cityscapes", tmp_path / "same", recipe=IDENTITY, workers=0)
-    b = evaluate(four, "cityscapes", tmp_path / "same", recipe=IDENTITY, workers=0, batch_size=4)
+    a = evaluate(EvalSettings(one, dataset="cityscapes", data_root=tmp_path / "same", recipe=IDENTITY, workers=0))
+    b = evaluate(
+        EvalSettings(four, dataset="cityscapes", data_root=tmp_path / "same", recipe=IDENTITY, workers=0, batch_size=4)
+    )
     assert one.batches == [1] * 8 and four.batches == [4, 4] and b["timings"]["forwards"] == 2
     assert b["areas"] == a["areas"] and b["mIoU"] == a["mIoU"]
     # mixed sizes in one loaded batch: each size is one forward (files sort as 64x96, 96x64, 96x64, 64x96)
     synth(tmp_path / "mixed", "cityscapes", n=4, sizes=((64, 96), (96, 64)))
     mixed = CountingPixelLinear()
-    c = evaluate(mixed, "cityscapes", tmp_path / "mixed", recipe=IDENTITY, workers=0, batch_size=4)
-    d = evaluate(PixelLinear(), "cityscapes", tmp_path / "mixed", recipe=IDENTITY, workers=0)
+    c = evaluate(
+        EvalSettings(
+            mixed, dataset="cityscapes", data_root=tmp_path / "mixed", recipe=IDENTITY, workers=0, batch_size=4
+        )
+    )
+    d = evaluate(
+        EvalSettings(PixelLinear(), dataset="cityscapes", data_root=tmp_path / "mixed", recipe=IDENTITY, workers=0)
+    )
     assert mixed.batches == [2, 2] and c["areas"] == d["areas"]
 
 

@@ -116,6 +116,32 @@ def test_argument_errors_answer_at_once():
     assert elapsed < 3.0  # < 1 s on an idle machine (no torch import); generous for a loaded test run
 
 
+NO_MODEL_NEEDED = [
+    (["flops", "lrformer-q"], "unknown model or zoo entry 'lrformer-q'; did you mean lrformer-t"),
+    (["eval", "lrformr-s_ade20k", "--data-root", "."], "unknown model or zoo entry 'lrformr-s_ade20k'; did you mean"),
+    (["zoo", "info", "segformer-b0_ade"], "unknown zoo entry 'segformer-b0_ade'; did you mean segformer-b0_ade20k"),
+    (["zoo", "pull", "lrformer-t_ade20k", "--sha256", "xyz"], "--sha256 must be 64 hexadecimal digits, got 'xyz'"),
+    (["speed", "lrformer-t-plus", "--shape", "500", "500"], "multiples of 32 (its test protocol zero-pads"),
+    (["flops", "lrformer-t", "--shape", "16", "16"], "--shape must be two sizes H W of at least 32 pixels"),
+    (["predict", "lrformer-x", "a.jpg", "--out", "p"], "unknown model or zoo entry 'lrformer-x'"),
+    (["flops", "lrformer-t", "--num-classes", "0"], "--num-classes"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", NO_MODEL_NEEDED, ids=[" ".join(a[:3]) for a, _ in NO_MODEL_NEEDED])
+def test_errors_that_need_no_model_answer_before_torch(args, fragment, tmp_path):
+    """A real process: names, shapes and checksums are checked before torch is imported (< 1 s when idle)."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "lrbench", *args], capture_output=True, text=True, cwd=tmp_path)
+    elapsed = time.perf_counter() - t0
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
+    assert elapsed < 3.0  # generous for a loaded test run
+    code = "import sys; from lrbench.cli import app; sys.argv = ['lrbench', *sys.argv[1:]]\n"
+    code += "try:\n    app()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert r.stdout.strip().splitlines()[-1] == "False"  # and torch was never imported
+
+
 # ---------------------------------------------------------------- names, files and values
 def test_unknown_names(work):
     fails_cleanly(["flops", "lrformer-q"], "unknown model or zoo entry 'lrformer-q'; did you mean", root=work)
@@ -271,10 +297,19 @@ def test_no_network_answers_within_seconds(work):
 def test_signal_mid_eval_then_resume_is_identical(sig, tmp_path, synth, randomize, save_mmengine):
     """A real process killed mid-eval; ``--resume`` finishes with the same areas as an uninterrupted run."""
     from lrbench.evaluate import evaluate
+    from lrbench.settings import EvalSettings
 
     synth(tmp_path / "data", "ade20k", n=6, sizes=((64, 96),))
     save_mmengine(randomize(create_model("segformer-b0"), seed=1), tmp_path / "b0.pth")
-    ref = evaluate("segformer-b0", "ade20k", tmp_path / "data", checkpoint=str(tmp_path / "b0.pth"), workers=0)
+    ref = evaluate(
+        EvalSettings(
+            "segformer-b0",
+            dataset="ade20k",
+            data_root=tmp_path / "data",
+            checkpoint=str(tmp_path / "b0.pth"),
+            workers=0,
+        )
+    )
     args = [
         sys.executable,
         "-m",

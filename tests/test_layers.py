@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parent.parent / "lrbench"
 LAYERS = [
     {"lrbench.errors", "lrbench.names", "lrbench.classes", "lrbench.version", "lrbench.metrics", "lrbench.models.base"},
     {"lrbench.fileio", "lrbench.datasets"},
-    {"lrbench.checkpoint", "lrbench.data", "lrbench.results", "lrbench.sources"},
+    {"lrbench.checkpoint", "lrbench.data", "lrbench.results", "lrbench.sources", "lrbench.settings"},
     {
         "lrbench.models.lrformer",
         "lrbench.models.segformer",
@@ -24,8 +24,9 @@ LAYERS = [
     },
     {"lrbench.recipes"},
     {"lrbench.zoo"},
+    {"lrbench.inference"},
     {"lrbench.speed", "lrbench.complexity", "lrbench.evaluate", "lrbench.claims"},
-    {"lrbench.predictions", "lrbench.report", "lrbench.publish"},
+    {"lrbench.predictions", "lrbench.report", "lrbench.publish", "lrbench.environment"},
     {"lrbench.api", "lrbench.reproduce"},
     {"lrbench.commands"},
     {"lrbench.cli", "lrbench.__main__", "lrbench"},
@@ -92,3 +93,63 @@ def test_cli_imports_no_torch_and_help_is_fast():
     r = subprocess.run([sys.executable, "-m", "lrbench", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "reproduce" in r.stdout
     assert time.perf_counter() - t0 < 2.0  # < 0.5 s on an idle 2-core machine; generous under a busy test run
+
+
+def _path_to_weights(args: list[str]) -> tuple[list[list[str]], int]:
+    """Run ``lrbench ARGS`` in this process and record, each time weights are loaded into a model
+    (``checkpoint.match_state_dict``), the lrbench modules on the call stack from the CLI down (consecutive frames of
+    one module once); also count the calls of ``zoo.resolve``."""
+    from typer.testing import CliRunner
+
+    from lrbench.cli import app
+
+    paths, resolves = [], [0]
+
+    def profile(frame, event, arg):
+        if event != "call":
+            return
+        module, name = frame.f_globals.get("__name__", ""), frame.f_code.co_name
+        if module == "lrbench.zoo" and name == "resolve":
+            resolves[0] += 1
+        if module == "lrbench.checkpoint" and name == "match_state_dict":
+            stack, f = [], frame
+            while f is not None:
+                m = f.f_globals.get("__name__", "")
+                if m.startswith("lrbench") and (not stack or stack[-1] != m):
+                    stack.append(m)
+                f = f.f_back
+            paths.append(stack[::-1])
+
+    sys.setprofile(profile)
+    try:
+        r = CliRunner().invoke(app, args)
+    finally:
+        sys.setprofile(None)
+    assert r.exit_code == 0, r.output
+    return paths, resolves[0]
+
+
+def test_one_way_from_a_name_to_its_weights(tmp_path, hub, synth, randomize, mmengine_bytes):
+    """`lrbench eval MODEL` reaches the loaded weights through at most 6 modules, each in a lower layer than its
+    caller (never back up), and resolves the name once -- with a local checkpoint and with the zoo's weights."""
+    from lrbench.models import create_model
+
+    rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+    data = mmengine_bytes(randomize(create_model("lrformer-t"), seed=1))
+    (tmp_path / "t.pth").write_bytes(data)
+    hub.add("yuhuan-wu/LRFormer-Models", "lrformer-t-160k_ade20k_46.7.pth", data)
+    synth(tmp_path / "data", "ade20k", n=1, sizes=((64, 64),))
+    base = ["eval", "lrformer-t", "--data-root", str(tmp_path / "data"), "--workers", "0", "--overwrite"]
+    runs = {
+        "checkpoint": base + ["--checkpoint", str(tmp_path / "t.pth"), "--out", str(tmp_path / "a.json")],
+        "zoo, first pull": base + ["--out", str(tmp_path / "b.json")],
+        "zoo, converted": base + ["--out", str(tmp_path / "c.json")],
+    }
+    for what, args in runs.items():
+        paths, resolves = _path_to_weights(args)
+        assert resolves == 1, what
+        assert paths, what
+        for path in paths:
+            assert path[0] == "lrbench.cli" and path[-1] == "lrbench.checkpoint", (what, path)
+            assert len(path) <= 6, (what, path)
+            assert all(rank[a] >= rank[b] for a, b in zip(path, path[1:])), (what, path)  # never back up

@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from lrbench.cli import app
-from lrbench.evaluate import MS_RATIOS, evaluate, predict_logits
+from lrbench.evaluate import evaluate
+from lrbench.inference import MS_RATIOS, predict_logits
 from lrbench.models import create_model
+from lrbench.settings import EvalSettings
 
 from synth import Oracle
 
@@ -68,7 +70,9 @@ def test_oracle_scores_100_through_pad_and_crop(tmp_path, synth):
     recipe = {"name": "pad-only", "test": {"resize": None, "size_divisor": 1, "pad_divisor": 32, "mode": "whole"}}
     model = PaddedOnly(Oracle("ade20k"))
     for protocol in ("ss", "ms"):
-        res = evaluate(model, "ade20k", tmp_path, recipe=recipe, protocol=protocol, workers=0)
+        res = evaluate(
+            EvalSettings(model, dataset="ade20k", data_root=tmp_path, recipe=recipe, protocol=protocol, workers=0)
+        )
         assert res["aAcc"] == 100 and res["mIoU"] == 100
     assert {tuple(x.shape[-2:]) for x in model.seen} == {(64, 96), (64, 128), (64, 64)}
 
@@ -108,7 +112,7 @@ def test_resume_of_a_plus_model_is_bit_identical(tmp_path, synth):
     model = create_model("lrformer-t-plus")
     recipe = {"name": "pad-only", "test": {"resize": None, "size_divisor": 1, "pad_divisor": 32, "mode": "whole"}}
     kw = dict(recipe=recipe, workers=0)
-    ref = evaluate(model, "ade20k", tmp_path, **kw)
+    ref = evaluate(EvalSettings(model, dataset="ade20k", data_root=tmp_path, **kw))
     out = tmp_path / "res.json"
 
     def interrupt(done, total, summary):
@@ -116,10 +120,16 @@ def test_resume_of_a_plus_model_is_bit_identical(tmp_path, synth):
             raise KeyboardInterrupt
 
     try:
-        evaluate(model, "ade20k", tmp_path, out=str(out), state_every=1, progress=interrupt, **kw)
+        evaluate(
+            EvalSettings(model, dataset="ade20k", data_root=tmp_path, out=str(out), state_every=1, **kw),
+            progress=interrupt,
+        )
     except KeyboardInterrupt:
         pass
     assert not out.exists() and (tmp_path / "res.json.state.pt").exists()
     seen = []
-    res = evaluate(model, "ade20k", tmp_path, out=str(out), resume=True, progress=lambda d, t, s: seen.append(d), **kw)
+    res = evaluate(
+        EvalSettings(model, dataset="ade20k", data_root=tmp_path, out=str(out), resume=True, **kw),
+        progress=lambda d, t, s: seen.append(d),
+    )
     assert seen == [3, 4] and res["areas"] == ref["areas"]

@@ -197,6 +197,16 @@ def test_report_cli_and_errors(results, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "R.md").read_text().startswith("# LRFormer reproduction results")
+    # a JSON file that is not an lrbench result (the fixture's notes.json, and another) is named, not silently skipped
+    (results / "eval" / "other.json").write_text('{"kind": "benchmark"}')
+    r = CliRunner().invoke(app, ["report", "--results", str(results), "--out", str(tmp_path / "R.md")])
+    assert r.exit_code == 0, r.output
+    notes = [" ".join(line.split()) for line in r.stderr.strip().split("note: ")[1:]]
+    assert notes == [
+        f"{results / 'eval' / 'other.json'}: not an lrbench result (its kind 'benchmark' is not one of "
+        "flops, speed, claims, eval); left out of the report",
+        f"{results / 'notes.json'}: not an lrbench result (it has no 'kind' field); left out of the report",
+    ]
     r = CliRunner().invoke(app, ["report", "--results", str(tmp_path / "none"), "--out", str(tmp_path / "N.md")])
     assert r.exit_code == 2 and "none: folder not found; run `lrbench reproduce` first" in r.stderr
     (results / "broken.json").write_text("{")

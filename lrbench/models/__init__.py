@@ -17,8 +17,10 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import match_state_dict, read_state_dict
-from ..errors import UnknownNameError, UsageError
+from ..errors import UnknownNameError
+from ..names import ARCHITECTURES
 from ..names import FAMILIES as FAMILY_NAMES
+from ..settings import check_shape
 from . import lrformer, lrformer_plus, mask2former_resnet, mask2former_swin, segformer, upernet_swin
 from .base import Segmentor
 
@@ -32,6 +34,7 @@ FAMILIES: dict[str, ModuleType] = {
 }
 ARCH_FAMILY: dict[str, str] = {arch: fam for fam, module in FAMILIES.items() for arch in module.CONFIGS}
 assert tuple(FAMILIES) == FAMILY_NAMES, "lrbench.names.FAMILIES must list the families of this table"
+assert ARCH_FAMILY == ARCHITECTURES, "lrbench.names.ARCHITECTURES must list every family's CONFIGS"
 
 
 def check_family(family: str | None) -> str | None:
@@ -114,13 +117,7 @@ def create_model(
 
 def check_input_shape(model: nn.Module, shape) -> None:
     """Refuse a (H, W) the model cannot take whole, before any work: Mask2Former models need multiples of 32."""
-    d = getattr(model, "size_divisor", 1)
-    if any(int(s) % d for s in shape):
-        H, W = (-(-int(s) // d) * d for s in shape)
-        raise UsageError(
-            f"--shape {shape[0]} {shape[1]}: {getattr(model, 'name', 'this model')} takes sides that are multiples "
-            f"of {d} (its test protocol zero-pads images to them); use e.g. --shape {H} {W}"
-        )
+    check_shape(shape, getattr(model, "name", None), getattr(model, "size_divisor", 1))
 
 
 def describe_models(family: str | None = None) -> list[dict]:

@@ -1,0 +1,66 @@
+"""``lrbench env``: what a bug report needs -- versions, devices, where weights come from (and whether the hub
+answers, within :data:`PROBE_S`), and the caches with their sizes. Works offline."""
+
+from __future__ import annotations
+
+import os
+import platform
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+
+from .results import versions
+from .sources import hf_cache_dir, lrbench_home, offline
+
+PROBE_S = 5.0
+
+
+def _size(path: Path) -> int | None:
+    """Bytes under ``path`` (files once, links not followed); None when it does not exist."""
+    if not path.exists():
+        return None
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _answers(url: str) -> str:
+    """'answers (HTTP n)' / 'unreachable (...)' for one HEAD request; 'not asked (offline)' when offline."""
+    if offline():
+        return "not asked (offline mode)"
+    try:
+        req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "lrbench-env"})
+        with urllib.request.urlopen(req, timeout=PROBE_S) as r:
+            return f"answers (HTTP {r.status})"
+    except urllib.error.HTTPError as e:
+        return f"answers (HTTP {e.code})"
+    except (urllib.error.URLError, OSError) as e:
+        return f"unreachable ({getattr(e, 'reason', e)})"
+
+
+def environment() -> dict:
+    import huggingface_hub
+    import timm
+
+    cuda = torch.cuda.is_available()
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    hf_cache = Path(hf_cache_dir() or Path.home() / ".cache" / "huggingface" / "hub")
+    home = lrbench_home()
+    return {
+        "versions": versions() | {"timm": timm.__version__, "huggingface_hub": huggingface_hub.__version__},
+        "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": {
+            "available": cuda,
+            "torch_cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+        },
+        "hub": {"endpoint": endpoint, "status": _answers(endpoint), "offline": offline()},
+        "url_mirror": os.environ.get("LRBENCH_URL_MIRROR") or None,
+        "caches": {
+            "lrbench_home": {"path": str(home), "bytes": _size(home)},
+            "hf_hub_cache": {"path": str(hf_cache), "bytes": _size(hf_cache)},
+        },
+        "zoo_manifest": os.environ.get("LRBENCH_ZOO") or None,
+    }
