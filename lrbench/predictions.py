@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .datasets import DatasetSpec, get_spec
 from .errors import OutputError, UsageError
@@ -65,16 +65,17 @@ def collect_inputs(inputs: list[str]) -> list[tuple[Path, str]]:
 
 
 def load_image(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
-    """An RGB uint8 (H, W, 3) array from a path, a PIL image or an array."""
+    """An RGB uint8 (H, W, 3) array from a path, a PIL image or an array, turned the way image viewers show it (the
+    EXIF orientation of phone photos applied, as cv2.imread does for mmcv)."""
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise UsageError(f"image arrays must be H x W x 3 uint8, got {image.dtype} {list(image.shape)}")
         return image
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     try:
         with Image.open(image) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except Exception as e:  # noqa: BLE001 - PIL raises many types for broken files
         raise UsageError(f"{image}: unreadable image ({type(e).__name__}: {e})") from None
 

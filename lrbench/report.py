@@ -32,6 +32,7 @@ from .zoo import ZooEntry, load_zoo
 
 FLOPS_TOL = 0.05
 MIOU_TOL = 0.5
+UNSTABLE_IQR = 0.25  # a speed row whose IQR exceeds this share of its median is flagged unstable
 DATASET_TITLES = {name: spec.title for name, spec in DATASETS.items()}
 
 
@@ -360,14 +361,25 @@ def render(
             "| model | input | batch | dtype | device | torch | median ms (IQR) | images/s |",
             "|---|---|---|---|---|---|---|---|",
         ]
+        unstable = 0
         for r in sorted(
             results["speed"], key=lambda r: (r["device_name"], r["model"], r["shape"], r["dtype"], r["batch_size"])
         ):
+            flag = ""
+            if r["iqr_ms"] > UNSTABLE_IQR * r["median_ms"]:
+                flag, unstable = " **unstable**", unstable + 1
             L.append(
                 f"| {r['model']} | {r['shape'][0]}x{r['shape'][1]} | {r['batch_size']} | {r['dtype']}"
                 f"{' cl' if r['channels_last'] else ''}{' compiled' if r['compile'] else ''} | {r['device_name']} "
-                f"| {r['torch']} | {r['median_ms']:.1f} ({r['iqr_ms']:.1f}) | {r['images_per_s']:.2f} |"
+                f"| {r['torch']} | {r['median_ms']:.1f} ({r['iqr_ms']:.1f}){flag} | {r['images_per_s']:.2f} |"
             )
+        if unstable:
+            L += [
+                "",
+                f"**unstable**: {unstable} row(s) whose spread (IQR) is over {UNSTABLE_IQR:.0%} of the median: the "
+                "machine was busy while they were measured. Rerun `lrbench speed` (or `lrbench reproduce`) on an "
+                "idle machine before comparing them.",
+            ]
         if plots and plots.get("latency"):
             L += ["", f"![latency vs resolution]({plots['latency']})"]
     L += [

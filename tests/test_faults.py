@@ -329,19 +329,29 @@ def test_signal_mid_eval_then_resume_is_identical(sig, tmp_path, synth, randomiz
         "--save-every",
         "0",
     ]
+    # The fourth image is a named pipe nobody writes to: the run blocks there, after saving the state of three
+    # images, however fast the machine is -- so the signal always lands mid-eval.
+    fourth = tmp_path / "data/ADEChallengeData2016/images/validation/ADE_val_00000003.jpg"
+    image = fourth.read_bytes()
+    fourth.unlink()
+    os.mkfifo(fourth)
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state = tmp_path / "r.json.state.pt"
-    deadline = time.time() + 60
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    deadline = time.time() + 120  # only a hung process waits this long
+    while proc.poll() is None and time.time() < deadline:
+        if state.exists() and len(torch.load(state, weights_only=True)["done"]) == 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before reaching the pipe"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL), err
     if sig == signal.SIGTERM:
         assert err.strip().splitlines()[-1] == "terminated; continue with the same command and --resume"
     assert state.exists() and not (tmp_path / "r.json").exists()
-    done = len(torch.load(state, weights_only=True)["done"])
-    assert 1 <= done < 6
+    assert len(torch.load(state, weights_only=True)["done"]) == 3
+    fourth.unlink()
+    fourth.write_bytes(image)
     r = subprocess.run(args + ["--resume"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "r.json").read_text())

@@ -53,6 +53,24 @@ def test_predict_writes_the_known_labels_with_the_dataset_palette(tmp_path, synt
         assert rec["label"].endswith(img.relative_to(root / "leftImg8bit").with_suffix("").as_posix() + ".png")
 
 
+def test_predict_turns_phone_photos_as_viewers_do(tmp_path):
+    """A portrait phone photo is stored landscape with EXIF orientation 6 (turn 90° clockwise): the label map and the
+    overlay come out upright, as an image viewer shows the photo."""
+    rng = np.random.default_rng(0)
+    stored = np.kron(rng.integers(0, 19, size=(8, 12)), np.ones((8, 8), dtype=np.int64)).astype(np.uint8)  # 64x96
+    pixels = rng.integers(0, 256, size=(64, 96, 3), dtype=np.uint8)
+    pixels[..., 0] = stored
+    im = Image.fromarray(pixels)
+    exif = im.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    im.save(tmp_path / "portrait.png", exif=exif.tobytes())
+    predictor = load_predictor(Oracle("cityscapes"), "cityscapes", recipe=IDENTITY)
+    (rec,) = predict_files(predictor, [str(tmp_path / "portrait.png")], str(tmp_path / "out"))
+    labels = np.asarray(Image.open(rec["label"]))
+    assert labels.shape == (96, 64) and np.array_equal(labels, np.rot90(stored, k=-1))
+    assert Image.open(rec["overlay"]).size == (64, 96)
+
+
 def test_predict_equals_what_eval_scores(tmp_path, synth, randomize, save_mmengine):
     """predict's labels, written back as the ground truth, give eval a perfect score on every pixel."""
     root = synth(tmp_path / "data", "ade20k", n=3, sizes=((64, 80), (80, 64)), lossless=False)
