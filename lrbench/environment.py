@@ -3,6 +3,7 @@ answers, within :data:`PROBE_S`), and the caches with their sizes. Works offline
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import urllib.error
@@ -38,16 +39,20 @@ def _answers(url: str) -> str:
         return f"unreachable ({getattr(e, 'reason', e)})"
 
 
-def environment() -> dict:
-    import huggingface_hub
-    import timm
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)  # without importing it (timm alone takes seconds)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
+
+def environment() -> dict:
     cuda = torch.cuda.is_available()
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     hf_cache = Path(hf_cache_dir() or Path.home() / ".cache" / "huggingface" / "hub")
     home = lrbench_home()
     return {
-        "versions": versions() | {"timm": timm.__version__, "huggingface_hub": huggingface_hub.__version__},
+        "versions": versions() | {p: _version(p) for p in ("timm", "huggingface_hub", "transformers")},
         "platform": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
         "cuda": {
