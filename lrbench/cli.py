@@ -427,6 +427,7 @@ def eval_cmd(
             "protocol",
             "mode",
             "mIoU",
+            "miou_ci95",
             "mAcc",
             "aAcc",
             "per_class",
@@ -446,8 +447,9 @@ def eval_cmd(
             table.add_row(r["class"], f"{r['IoU']:.2f}", _fmt(r["Acc"], ".2f"))
     console.print(table)
     rate = res["timings"]["images_per_s"]
+    ci = f" (95% CI {res['miou_ci95'][0]:.2f}–{res['miou_ci95'][1]:.2f})" if res.get("miou_ci95") else ""
     console.print(
-        f"[bold]mIoU {res['mIoU']:.2f}[/]  mAcc {_fmt(res['mAcc'], '.2f')}  aAcc {res['aAcc']:.2f}   "
+        f"[bold]mIoU {res['mIoU']:.2f}[/]{ci}  mAcc {_fmt(res['mAcc'], '.2f')}  aAcc {res['aAcc']:.2f}   "
         f"({_fmt(rate, '.2f')} images/s on {res['device_name']}) -> {out}"
     )
     if res.get("checkpoint_sha256"):
@@ -500,6 +502,25 @@ def predict_cmd(
     for r in records:
         if "error" in r:
             console.print(f"[yellow]skipped {escape(r['image'])}: {escape(r['error'])}[/]")
+
+
+@app.command("compare", epilog="Example: lrbench compare results/eval/a.json results/eval/b.json")
+def compare_cmd(
+    result_a: str = typer.Argument(..., metavar="RESULT_A", help="An eval result JSON."),
+    result_b: str = typer.Argument(..., metavar="RESULT_B", help="An eval result JSON over the same images."),
+    json_out: bool = JSON,
+) -> None:
+    """A - B in mIoU with its 95% confidence interval from a paired bootstrap over the images (see lrbench.stats)."""
+    res = _commands().compare(result_a, result_b)
+    if json_out:
+        print_json(res)
+        return
+    lo, hi = res["ci95"]
+    verdict = "A is better" if lo > 0 else "B is better" if hi < 0 else "not significant"
+    console.print(
+        f"mIoU A {res['miou_a']:.2f} - B {res['miou_b']:.2f} = [bold]{res['diff']:+.2f}[/] "
+        f"(95% CI {lo:+.2f} … {hi:+.2f}, {res['n_images']} images): {verdict}"
+    )
 
 
 @app.command("report", epilog="Example: lrbench report --results results --out RESULTS.md")

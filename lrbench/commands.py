@@ -17,8 +17,9 @@ from .predictions import load_predictor, predict_files
 from .publish import publish
 from .report import write_report
 from .reproduce import Outcome, reproduce
-from .results import resolve_device, write_result
+from .results import per_image_of, read_eval, resolve_device, write_result
 from .speed import measure_speed
+from .stats import paired_diff
 from .zoo import ZooEntry, get_entry, list_entries, lock, pull, resolution, resolve, weights_dir
 from .zoo import convert as zoo_convert
 
@@ -114,6 +115,12 @@ def claims(
     if plot_path is not None:
         claims_mod.plot_claims(res, str(plot_path))
     return res
+
+
+def compare(result_a: str, result_b: str) -> dict:
+    """``lrbench compare``: mIoU(A) - mIoU(B) with its 95% paired-bootstrap interval over the same images."""
+    a, b = read_eval(result_a), read_eval(result_b)
+    return paired_diff(per_image_of(a, result_a), per_image_of(b, result_b))
 
 
 def report(results: str = "results", out: str = "RESULTS.md", plots: str = "plots") -> dict:

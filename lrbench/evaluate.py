@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -30,6 +31,7 @@ from .inference import Loaded, TestConfig, load, predict_logits
 from .metrics import IoUAccumulator
 from .results import autocast, check_device, check_dtype, device_name, record, resolve_device, versions
 from .settings import EvalSettings
+from .stats import AREAS, miou_ci
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -81,6 +83,7 @@ class ResumeState:
                 f"--resume with --overwrite"
             )
         acc.load_state_dict(state["areas"])
+        acc.load_image_state(state["images"])
         self.done, self.skipped = set(state["done"]), list(state["skipped"])
 
     def save(self, acc: IoUAccumulator) -> None:
@@ -88,6 +91,7 @@ class ResumeState:
             state = {
                 "fingerprint": self.fingerprint,
                 "areas": acc.state_dict(),
+                "images": acc.image_state(),
                 "done": sorted(self.done),
                 "skipped": self.skipped,
             }
@@ -219,7 +223,7 @@ def run_loop(
                         logits = predict_logits(net, images, cfg.test, cfg.protocol, cfg.mode, cfg.merge)
                     preds = logits.argmax(1)
                     for pred, item in zip(preds, group):
-                        acc.update(pred, item["label"].to(device, non_blocking=True))
+                        acc.update(pred, item["label"].to(device, non_blocking=True), item["index"])
                         state.done.add(item["index"])
                         state.step(acc)
                         if progress:
@@ -327,6 +331,8 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] 
     acc.all_reduce()
     skipped = _gather_lists(state.skipped)
     summary = acc.summary(spec.classes)
+    per_image = per_image_arrays(acc.gather_images(), ds, spec.num_classes)
+    ci = miou_ci(per_image["intersect"], per_image["union"]) if len(per_image["names"]) else None
     result = record(
         "eval",
         model=weights.model,
@@ -349,6 +355,8 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] 
         merge=cfg.merge,
         aAcc=summary["aAcc"],
         mIoU=summary["mIoU"],
+        miou_ci95=ci,
+        per_image_file=per_image_path(out_path).name if out_path else None,
         mAcc=summary["mAcc"],
         per_class=summary["per_class"],
         areas={k: v.tolist() for k, v in acc.state_dict().items()},
@@ -373,10 +381,29 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] 
         },
     )
     if out_path is not None and rank == 0:
+        atomic_write_bytes(per_image_path(out_path), lambda tmp: _save_npz(tmp, per_image))
         write_json(out_path, result)
         for r in range(world):  # the final result supersedes the resume state
             state_path(out_path, r, world).unlink(missing_ok=True)
     return result | {"out": out}
+
+
+def per_image_path(out_path: Path) -> Path:
+    """The per-image counts beside a result: ``r.json`` -> ``r.per_image.npz``."""
+    return out_path.with_name(out_path.stem + ".per_image.npz")
+
+
+def per_image_arrays(images: dict[int, torch.Tensor], ds: SegDataset, num_classes: int) -> dict[str, np.ndarray]:
+    """``names`` (image file names) and mmseg's four per-image areas as (N, K) int64, in dataset order."""
+    idx = sorted(images)
+    stacked = torch.stack([images[i] for i in idx]).numpy() if idx else np.zeros((0, 4, num_classes), np.int64)
+    out = {"names": np.array([ds.items[i][0].name for i in idx], dtype=str)}
+    return out | {key: stacked[:, j] for j, key in enumerate(AREAS)}
+
+
+def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a path
+        np.savez_compressed(f, **arrays)
 
 
 def _check_out(path: Path, may_exist: bool) -> None:

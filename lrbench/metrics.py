@@ -5,6 +5,9 @@ intersect_c = #(pred == label == c), pred_c = #(pred == c), label_c = #(label ==
 union_c = pred_c + label_c - intersect_c.  IoU_c = intersect_c / union_c, Acc_c = intersect_c / label_c,
 aAcc = sum(intersect) / sum(label), mIoU / mAcc = nan-mean over classes (a class absent from both prediction and
 labels has 0/0 = NaN and is skipped). Reported in percent.
+
+The same four areas are also kept per image (by dataset index), for error bars (:mod:`lrbench.stats`): their sums
+are exactly the totals.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ class IoUAccumulator:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.areas = {k: torch.zeros(num_classes, dtype=torch.int64, device=device) for k in AREA_KEYS}
+        self.images: dict[int, torch.Tensor] = {}  # dataset index -> (4, K) areas of that image, AREA_KEYS order
 
-    def update(self, pred: torch.Tensor, label: torch.Tensor) -> None:
-        """Add one prediction (class ids) and its label map of the same shape."""
+    def update(self, pred: torch.Tensor, label: torch.Tensor, index: int | None = None) -> None:
+        """Add one prediction (class ids) and its label map of the same shape; ``index`` keeps its own areas too."""
         if pred.shape != label.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(label.shape)}")
         keep = label != self.ignore_index
@@ -36,6 +40,8 @@ class IoUAccumulator:
         self.areas["pred"] += area_p
         self.areas["label"] += area_t
         self.areas["union"] += area_p + area_t - inter
+        if index is not None:
+            self.images[index] = torch.stack([inter, area_p + area_t - inter, area_p, area_t])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.cpu().clone() for k, v in self.areas.items()}
@@ -43,6 +49,27 @@ class IoUAccumulator:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k in AREA_KEYS:
             self.areas[k].copy_(state[k])
+
+    def image_state(self) -> dict[str, torch.Tensor]:
+        """The per-image areas as tensors (indices (N,), areas (N, 4, K)), for saving."""
+        idx = sorted(self.images)
+        K = self.num_classes
+        stacked = torch.stack([self.images[i].cpu() for i in idx]) if idx else torch.zeros(0, 4, K, dtype=torch.int64)
+        return {"index": torch.tensor(idx, dtype=torch.int64), "areas": stacked}
+
+    def load_image_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.images = {int(i): a for i, a in zip(state["index"], state["areas"])}
+
+    def gather_images(self) -> dict[int, torch.Tensor]:
+        """Every process's per-image areas (on the CPU), by dataset index."""
+        import torch.distributed as dist
+
+        mine = {i: a.cpu() for i, a in self.images.items()}
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return mine
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, mine)
+        return {i: a for part in parts for i, a in part.items()}
 
     def all_reduce(self) -> None:
         """Sum the areas over all processes of the default group (no-op when not distributed)."""

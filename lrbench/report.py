@@ -27,6 +27,7 @@ from .datasets import DATASETS
 from .fileio import atomic_write_bytes
 from .recipes import get_recipe
 from .results import git_commit, load_results
+from .stats import load_per_image, paired_diff
 from .version import __version__
 from .zoo import ZooEntry, load_zoo
 
@@ -95,25 +96,32 @@ def split_evals(evals: list[dict], zoo: dict[str, ZooEntry]) -> tuple[list[dict]
     return counted, others
 
 
-def _miou_cell(entry: ZooEntry, protocol: str, counted: list[dict]) -> tuple[float | None, str]:
-    """(measured mIoU, verdict) for one entry and protocol, from the runs that count."""
+def _miou_cell(entry: ZooEntry, protocol: str, counted: list[dict]) -> tuple[float | None, str, dict | None]:
+    """(measured mIoU, verdict, the run) for one entry and protocol, from the runs that count. Reproduced: the
+    published value within ``MIOU_TOL`` of the measured one, or inside its 95% confidence interval."""
     published = entry.published.get(f"miou_{protocol}")
     runs = [r for r in counted if r.get("zoo_entry") == entry.name and r.get("protocol") == protocol]
     run = runs[-1] if runs else None
     if run is None:
         if published is None:
-            return None, "–"
+            return None, "–", None
         if entry.source is None:
-            return None, (
-                "pending: no released weights; with your own: "
-                + eval_command(entry, protocol)[:-1]
-                + " --checkpoint FILE`"
+            return (
+                None,
+                (
+                    "pending: no released weights; with your own: "
+                    + eval_command(entry, protocol)[:-1]
+                    + " --checkpoint FILE`"
+                ),
+                None,
             )
-        return None, "pending: " + eval_command(entry, protocol)
+        return None, "pending: " + eval_command(entry, protocol), None
     measured = run["mIoU"]
     if published is None:
-        return measured, "measured (nothing published)"
-    return measured, "reproduced" if abs(measured - published) <= MIOU_TOL else "not reproduced"
+        return measured, "measured (nothing published)", run
+    lo, hi = run.get("miou_ci95") or (measured, measured)
+    ok = abs(measured - published) <= MIOU_TOL or lo <= published <= hi
+    return measured, "reproduced" if ok else "not reproduced", run
 
 
 def dataset_table(
@@ -138,8 +146,8 @@ def dataset_table(
             cost = "measured (nothing published)"
         else:
             cost = "matches" if abs(gflops - pub["gflops"]) / pub["gflops"] <= FLOPS_TOL else "differs"
-        ss, v_ss = _miou_cell(e, "ss", counted)
-        ms, v_ms = _miou_cell(e, "ms", counted)
+        ss, v_ss, run_ss = _miou_cell(e, "ss", counted)
+        ms, v_ms, run_ms = _miou_cell(e, "ms", counted)
         rows.append(
             {
                 "model": e.name,
@@ -160,9 +168,20 @@ def dataset_table(
                 "miou_ms": ms,
                 "miou_ms_delta": ms - pub["miou_ms"] if ms is not None and pub.get("miou_ms") is not None else None,
                 "miou_ms_verdict": v_ms,
+                **_ci_columns("ss", run_ss),
+                **_ci_columns("ms", run_ms),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _ci_columns(protocol: str, run: dict | None) -> dict:
+    """The measured mIoU's 95% interval and where the run's per-image counts are (for paired claims)."""
+    lo, hi = (run or {}).get("miou_ci95") or (None, None)
+    per_image = None
+    if run and run.get("per_image_file") and run.get("_file"):
+        per_image = str(Path(run["_file"]).parent / run["per_image_file"])
+    return {f"miou_{protocol}_ci_lo": lo, f"miou_{protocol}_ci_hi": hi, f"per_image_{protocol}": per_image}
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -172,9 +191,9 @@ def _md_table(df: pd.DataFrame) -> str:
         "params (M) pub / meas",
         "GFLOPs pub / meas (Δ%)",
         "cost",
-        "mIoU ss pub / meas (Δ)",
+        "mIoU ss pub / meas [95% CI] (Δ)",
         "mIoU ss verdict",
-        "mIoU ms pub / meas (Δ)",
+        "mIoU ms pub / meas [95% CI] (Δ)",
         "mIoU ms verdict",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -186,6 +205,8 @@ def _md_table(df: pd.DataFrame) -> str:
         )
         d_ss = f" ({r.miou_ss_delta:+.2f})" if _num(r.miou_ss_delta) else ""
         d_ms = f" ({r.miou_ms_delta:+.2f})" if _num(r.miou_ms_delta) else ""
+        d_ss = (f" [{r.miou_ss_ci_lo:.2f}–{r.miou_ss_ci_hi:.2f}]" if _num(r.miou_ss_ci_lo) else "") + d_ss
+        d_ms = (f" [{r.miou_ms_ci_lo:.2f}–{r.miou_ms_ci_hi:.2f}]" if _num(r.miou_ms_ci_lo) else "") + d_ms
         lines.append(
             "| "
             + " | ".join(
@@ -219,9 +240,19 @@ FAMILY_PAIRS = (
 )
 
 
+def paired_verdict(per_image_a: str, per_image_b: str) -> tuple[str, str]:
+    """(verdict, detail) of "A beats B" from two measured runs: holds when the paired-bootstrap 95% interval of
+    mIoU(A) - mIoU(B) lies above 0, fails when below, otherwise not significant."""
+    d = paired_diff(load_per_image(per_image_a), load_per_image(per_image_b))
+    lo, hi = d["ci95"]
+    verdict = "holds" if lo > 0 else "fails" if hi < 0 else "not significant"
+    return verdict, f"{d['diff']:+.1f}, 95% CI {lo:+.1f}…{hi:+.1f}"
+
+
 def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
     """Each LRFormer (LRFormer+) against the cheapest SegFormer (Mask2Former) that costs at least as much; holds
-    when its mIoU is higher. Measured GFLOPs / mIoU are used where present, else published."""
+    when its mIoU is higher. Measured GFLOPs / mIoU are used where present, else published; when both mIoUs are
+    measured (with per-image counts), the verdict is the paired bootstrap's (:func:`paired_verdict`)."""
 
     def pick(r, key, pub):
         return (r[key], "measured") if _num(r[key]) else (r[pub], "published")
@@ -235,23 +266,28 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
                 if not _num(ga) or not _num(ma) or "-in22k" in a.model:
                     continue
                 rivals = [
-                    (pick(b, gkey, "gflops_pub"), pick(b, "miou_ss", "miou_ss_pub"), b.model)
+                    (pick(b, gkey, "gflops_pub"), pick(b, "miou_ss", "miou_ss_pub"), b.model, b.per_image_ss)
                     for _, b in df[df.family.isin(rival)].iterrows()
                 ]
                 # the cheapest rival that costs at least as much; of equally cheap ones the strongest (e.g. an
                 # IN-22K Swin-B beside the IN-1K one)
-                rivals = [(g, m, n) for g, m, n in rivals if _num(g[0]) and _num(m[0]) and g[0] >= ga]
+                rivals = [r for r in rivals if _num(r[0][0]) and _num(r[1][0]) and r[0][0] >= ga]
                 rivals.sort(key=lambda r: (r[0][0], -r[1][0], r[2]))
                 if not rivals:
                     continue
-                (gb, gb_src), (mb, mb_src), name = rivals[0]
+                (gb, gb_src), (mb, mb_src), name, per_image_b = rivals[0]
                 conv = " (whole inference)" if gkey == "gflops_full" else ""
+                verdict, detail = ("holds" if ma > mb else "fails"), None
+                if ma_src == mb_src == "measured" and a.per_image_ss and per_image_b:
+                    verdict, detail = paired_verdict(a.per_image_ss, per_image_b)
                 out.append(
                     {
                         "claim": f"{a.model.split('_')[0]} beats {name.split('_')[0]} on {dataset} at fewer FLOPs",
-                        "verdict": "holds" if ma > mb else "fails",
+                        "verdict": verdict,
+                        "detail": detail,
                         "evidence": f"mIoU {ma:.1f} ({ma_src}) vs {mb:.1f} ({mb_src}) at {ga:.1f} ({ga_src}) vs "
-                        f"{gb:.1f} ({gb_src}) GFLOPs{conv}",
+                        f"{gb:.1f} ({gb_src}) GFLOPs{conv}"
+                        + ("; paired bootstrap over the same images" if detail else ""),
                     }
                 )
     return out
@@ -303,7 +339,9 @@ def render(
         "",
     ]
     L += ["## Claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
-    L += [f"| {c['claim']} | **{c['verdict']}** | {c['evidence']} |" for c in claims]
+    for c in claims:
+        detail = f" ({c['detail']})" if c.get("detail") else ""
+        L.append(f"| {c['claim']} | **{c['verdict']}**{detail} | {c['evidence']} |")
     if plots and plots.get("claims"):
         L += ["", f"![LRSA vs MHSA vs SRA cost]({plots['claims']})"]
     if results["claims"]:

@@ -15,6 +15,7 @@ import torch
 
 from .errors import ResultError, UsageError
 from .fileio import now_iso, write_json
+from .stats import load_per_image
 from .version import __version__
 
 KINDS = ("flops", "speed", "claims", "eval")
@@ -141,9 +142,33 @@ def load_results(results_dir: str | os.PathLike, ignored: list[str] | None = Non
                 raise ResultError(
                     f"{path}: a {obj['kind']} result without {', '.join(missing)}; remove or regenerate it"
                 )
-            out[obj["kind"]].append(obj | {"_path": path.relative_to(root).as_posix()})
+            out[obj["kind"]].append(obj | {"_path": path.relative_to(root).as_posix(), "_file": str(path)})
         elif ignored is not None:
             kind = obj.get("kind") if isinstance(obj, dict) else None
             why = f"its kind '{kind}' is not one of {', '.join(KINDS)}" if kind else "it has no 'kind' field"
             ignored.append(f"{path}: not an lrbench result ({why}); left out of the report")
     return out
+
+
+def read_eval(path: str | os.PathLike) -> dict:
+    """One eval result file, checked to be one."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict) or obj.get("kind") != "eval":
+        raise ResultError(f"{path}: not an lrbench eval result (see `lrbench eval`)")
+    return obj
+
+
+def per_image_of(result: dict, path: str | os.PathLike) -> dict:
+    """The per-image counts an eval result names (``per_image_file``, beside the result file)."""
+    name = result.get("per_image_file")
+    if not name:
+        raise ResultError(
+            f"{path}: has no per-image counts (made without --out, or by an older lrbench); run the eval again"
+        )
+    return load_per_image(Path(path).parent / name)

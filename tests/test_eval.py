@@ -183,6 +183,11 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, synth):
     assert seen == [5, 6]  # only the two images not yet processed
     assert res["areas"] == ref["areas"] and json.loads(out.read_text())["areas"] == ref["areas"]
     assert not (tmp_path / "res.json.state.pt").exists()
+    whole = tmp_path / "whole.json"
+    run(out=str(whole))  # an uninterrupted run: the resumed one's per-image counts and interval are the same
+    a, b = np.load(tmp_path / "res.per_image.npz"), np.load(tmp_path / "whole.per_image.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files) and len(a["names"]) == 6
+    assert res["miou_ci95"] == json.loads(whole.read_text())["miou_ci95"]
     with pytest.raises(FileExistsError, match="res.json already exists; pass --overwrite"):
         run(out=str(out))
     before = out.read_bytes()
@@ -217,6 +222,15 @@ def test_two_process_gloo_equals_one_process(tmp_path, synth):
     res = json.loads(out.read_text())
     assert res["world_size"] == 2 and res["areas"] == ref["areas"] and res["mIoU"] == ref["mIoU"]
     assert res["skipped"] == ref["skipped"] and len(ref["skipped"]) == 1 and bad.name in ref["skipped"][0]
+    # the per-image counts, gathered from both ranks in dataset order, equal one process's
+    one = tmp_path / "one.json"
+    evaluate(
+        EvalSettings(PixelLinear(), tmp_path, "cityscapes", recipe=IDENTITY, workers=0, skip_bad=True, out=str(one))
+    )
+    a, b = np.load(tmp_path / "one.per_image.npz"), np.load(tmp_path / "dist.per_image.npz")
+    assert res["per_image_file"] == "dist.per_image.npz" and list(a["names"]) == list(b["names"])
+    assert len(a["names"]) == 4 and all(np.array_equal(a[k], b[k]) for k in a.files)
+    assert res["miou_ci95"] == json.loads(one.read_text())["miou_ci95"]
 
 
 def test_bad_inputs_name_the_file(tmp_path, synth):

@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parent.parent / "lrbench"
 # Lower layers never import higher ones. Modules of one layer may import each other (acyclically).
 LAYERS = [
     {"lrbench.errors", "lrbench.names", "lrbench.classes", "lrbench.version", "lrbench.metrics", "lrbench.models.base"},
-    {"lrbench.fileio", "lrbench.datasets"},
+    {"lrbench.fileio", "lrbench.datasets", "lrbench.stats"},
     {"lrbench.checkpoint", "lrbench.data", "lrbench.results", "lrbench.sources", "lrbench.settings"},
     {
         "lrbench.models.lrformer",

@@ -370,3 +370,65 @@ def test_unstable_speed_rows_are_flagged(tmp_path):
     assert "| lrformer-s | 512x512 | 1 | fp32 | cpu | x | 10.0 (2.6) **unstable** | 100.00 |" in md
     assert "**unstable**: 1 row(s) whose spread (IQR) is over 25% of the median" in md
     assert "Rerun `lrbench speed` (or `lrbench reproduce`) on an idle machine" in md
+
+
+def _counted_eval(r, name: str, entry: str, recipe: str, inter, union, ci=None):
+    import numpy as np
+
+    names = np.array([f"ADE_val_{i:08d}.jpg" for i in range(len(inter))])
+    np.savez_compressed(
+        r / f"{name}.per_image.npz", names=names, intersect=inter, union=union, pred_area=union, label_area=union
+    )
+    from lrbench.stats import miou, miou_ci
+
+    run = dict(kind="eval", date="2026-11-25T08:00:00+00:00", dataset="ade20k", protocol="ss", num_images=2000)
+    run |= dict(complete=True, skipped=[], recipe=recipe, mode="whole", weights="zoo", model=entry, zoo_entry=entry)
+    run |= dict(mIoU=float(miou(inter.sum(0), union.sum(0))), per_image_file=f"{name}.per_image.npz")
+    run["miou_ci95"] = ci or miou_ci(inter, union)
+    _write(r, f"{name}.json", run)
+    return run
+
+
+def test_claims_on_two_measured_results_use_the_paired_interval(tmp_path):
+    import numpy as np
+
+    r = tmp_path / "results"
+    r.mkdir()
+    rng = np.random.default_rng(0)
+    union = rng.integers(100, 400, size=(2000, 150))
+    base = rng.uniform(0.3, 0.6, size=(2000, 150))
+    b = (union * base).astype(np.int64)
+    a = (union * np.minimum(base + 0.02, 1)).astype(np.int64)  # A better on every image
+    _counted_eval(r, "a", "lrformer-t_ade20k", "lrformer_ade20k", a, union)
+    run_b = _counted_eval(r, "b", "segformer-b2_ade20k", "segformer_ade20k", b, union)
+    md, csv = render(load_results(r), load_zoo(), commit="abc1234")
+    line = next(x for x in md.splitlines() if x.startswith("| lrformer-t beats segformer-b2 on ade20k"))
+    assert "| **holds** (+" in line and "95% CI +" in line and "paired bootstrap over the same images" in line
+    row = csv[(csv.model == "segformer-b2_ade20k") & (csv.origin == "paper")].iloc[0]
+    assert (row.miou_ss_ci_lo, row.miou_ss_ci_hi) == tuple(run_b["miou_ci95"])
+    lo, hi = run_b["miou_ci95"]
+    assert f"| 46.5 / {run_b['mIoU']:.2f} [{lo:.2f}–{hi:.2f}] (" in md
+    # better on some images, worse on others, the same on average: the margin is not significant
+    shift = rng.normal(0, 0.05, size=(2000, 1))
+    shift -= shift.mean()
+    a2 = (union * np.clip(base + shift, 0, 1)).astype(np.int64)
+    _counted_eval(r, "a", "lrformer-t_ade20k", "lrformer_ade20k", a2, union)
+    md, _ = render(load_results(r), load_zoo(), commit="abc1234")
+    line = next(x for x in md.splitlines() if x.startswith("| lrformer-t beats segformer-b2 on ade20k"))
+    assert "| **not significant** (" in line
+
+
+def test_reproduced_when_the_published_value_is_inside_the_interval(tmp_path):
+    import numpy as np
+
+    r = tmp_path / "results"
+    r.mkdir()
+    union = np.full((2000, 150), 100)
+    inter = np.full((2000, 150), 45)
+    run = _counted_eval(r, "t", "lrformer-t_ade20k", "lrformer_ade20k", inter, union, ci=[45.5, 46.8])
+    md, _ = render(load_results(r), load_zoo(), commit="abc1234")
+    assert run["mIoU"] == pytest.approx(45.0)  # 1.7 below the published 46.7: reproduced by the interval alone
+    assert "| 46.7 / 45.00 [45.50–46.80] (-1.70) | reproduced |" in md
+    run = _counted_eval(r, "t", "lrformer-t_ade20k", "lrformer_ade20k", inter, union, ci=[44.5, 45.5])
+    md, _ = render(load_results(r), load_zoo(), commit="abc1234")
+    assert "| 46.7 / 45.00 [44.50–45.50] (-1.70) | not reproduced |" in md
