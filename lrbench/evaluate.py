@@ -27,7 +27,7 @@ from .data import DatasetError, SegDataset, collate_list
 from .datasets import get_spec
 from .errors import LrbenchError, OutputError, ResultError
 from .fileio import atomic_write_bytes, check_writable, write_json
-from .inference import Loaded, TestConfig, load, predict_logits
+from .inference import Loaded, Stages, TestConfig, load, predict_labels
 from .metrics import IoUAccumulator
 from .results import autocast, check_device, check_dtype, device_name, record, resolve_device, versions
 from .settings import EvalSettings
@@ -194,6 +194,7 @@ def run_loop(
     dtype: str,
     skip_bad: bool,
     progress: Callable[[int, int, dict], None] | None,
+    stages: Stages,
 ) -> None:
     """Predict and accumulate every index in ``todo``; state is saved on the way and on any interruption."""
     loader = torch.utils.data.DataLoader(
@@ -208,6 +209,7 @@ def run_loop(
     try:
         with torch.inference_mode():
             for batch in loader:
+                stages.mark("decode")  # waiting for the loader (decoding, when there are no workers)
                 good = []
                 for item in batch:
                     if "error" not in item:
@@ -220,14 +222,14 @@ def run_loop(
                 for group in _same_size_groups(good):
                     images = torch.stack([it["image"] for it in group]).to(device, non_blocking=True)
                     with amp_ctx:
-                        logits = predict_logits(net, images, cfg.test, cfg.protocol, cfg.mode, cfg.merge)
-                    preds = logits.argmax(1)
+                        preds = predict_labels(net, images, cfg.test, cfg.protocol, cfg.mode, cfg.merge, stages)
                     for pred, item in zip(preds, group):
                         acc.update(pred, item["label"].to(device, non_blocking=True), item["index"])
                         state.done.add(item["index"])
                         state.step(acc)
                         if progress:
                             progress(len(state.done), total, acc.summary() if len(state.done) % 10 == 1 else {})
+                    stages.mark("metric")
     except BaseException:  # Ctrl-C, SIGTERM or a bad file: keep what was measured, so --resume continues from here
         if state.done:
             state.save(acc)
@@ -325,7 +327,23 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] 
     todo = [i for i in shard if i not in state.done]
     timed = TimedForward(net, device, s.compile, s.channels_last)
     t_start = time.perf_counter()
-    run_loop(timed, ds, cfg, todo, len(shard), acc, state, device, s.batch_size, s.workers, dtype, s.skip_bad, progress)
+    stages = Stages(device.startswith("cuda"))
+    run_loop(
+        timed,
+        ds,
+        cfg,
+        todo,
+        len(shard),
+        acc,
+        state,
+        device,
+        s.batch_size,
+        s.workers,
+        dtype,
+        s.skip_bad,
+        progress,
+        stages,
+    )
     wall = time.perf_counter() - t_start
     state.save(acc)
     acc.all_reduce()
@@ -378,6 +396,7 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] 
             "forwards": timed.calls,
             "images_per_s": len(todo) / wall if wall else None,
             "outside_model_share": 1 - (timed.seconds + (timed.compile_s or 0)) / wall if wall else None,
+            "stages_s": stages.seconds,
         },
     )
     if out_path is not None and rank == 0:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +141,209 @@ def predict_logits(
             logits = logits.softmax(1)
         total = logits if total is None else total + logits
     return total / len(views)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The fast path: the chain of resizes as one sparse linear map per axis, tiled, fused with the argmax
+# ----------------------------------------------------------------------------------------------------------------
+# The protocol's post-processing is linear per axis: logits (h', w') -> resize to the padded input -> crop -> flip ->
+# resize to the original (H, W) is, along each axis, one (out, in) matrix M, the product of PyTorch's own linear
+# resize matrices (align_corners=False) with the crop and the flip. M has at most 4 non-zeros per row, so each
+# output row / column is a weighted sum of at most 4 source rows / columns (its "taps"). The views of the
+# multi-scale protocol add up. The fast path applies the taps to the channels-last logits a band of output rows at
+# a time and takes the argmax of each band, so the K-channel map never exists at the original size: memory grows
+# with K x the model's input, not x the photo. It equals :func:`predict_logits` up to float rounding (the order of
+# the additions differs), i.e. the labels differ only where the top-2 scores are within rounding of a tie.
+# Labels need even less: an interpolated vector is a convex combination of its source vectors, so where every
+# source of an output pixel (in every view) has the same argmax c, the output's argmax is c. Only the other
+# ("boundary") pixels need their K scores; when they are most of the image (noisy predictions), the bands are faster.
+BAND_BYTES = 32 << 20  # the (rows, W, K) float band of scores computed at once
+BOUNDARY_SHARE = 0.3  # above this share of boundary pixels the bands are faster than scoring pixels one by one
+
+
+@functools.lru_cache(maxsize=512)
+def resize_matrix(out: int, inp: int) -> torch.Tensor:
+    """(out, inp) float64 matrix of PyTorch's linear resize along one axis (align_corners=False)."""
+    if out == inp:
+        return torch.eye(inp, dtype=torch.float64)
+    eye = torch.eye(inp, dtype=torch.float64)[None]
+    return F.interpolate(eye, size=out, mode="linear", align_corners=False)[0].T.contiguous()
+
+
+def taps(m: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The non-zeros of each row of ``m``: (out, T) source indices and float32 weights; padding taps have weight 0
+    and repeat the row's first source (so a min / max over the taps only sees real sources)."""
+    nz = m != 0
+    T = max(int(nz.sum(1).max()), 1)
+    order = torch.argsort((~nz).to(torch.int8), dim=1, stable=True)[:, :T]
+    w = m.gather(1, order)
+    idx = torch.where(w != 0, order, order[:, :1])
+    return idx.to(device), w.float().to(device)
+
+
+@dataclass
+class View:
+    """One view's logits (B, K, h, w) and its taps onto the original image's rows and columns."""
+
+    logits: torch.Tensor
+    rows: tuple[torch.Tensor, torch.Tensor]
+    cols: tuple[torch.Tensor, torch.Tensor]
+
+
+def view_of(logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int], out: tuple[int, int], flip: bool):
+    """The map of the protocol's resizes for one view: ``logits`` of the padded input ``padded``, the unpadded input
+    ``size``, the original image ``out``, horizontally flipped or not."""
+    (hl, wl), (hp, wp), (h, w), (H, W) = logits.shape[-2:], padded, size, out
+    mh = resize_matrix(H, h) @ resize_matrix(hp, hl)[:h]
+    cw = resize_matrix(wp, wl)[:w]
+    mw = resize_matrix(W, w) @ (cw.flip(0) if flip else cw)
+    d = logits.device
+    return View(logits.float().permute(0, 2, 3, 1).contiguous(), taps(mh, d), taps(mw, d))  # channels-last
+
+
+def _band(v: View, b: int, r0: int, r1: int) -> torch.Tensor:
+    """Scores (r1 - r0, W, K) of output rows r0:r1 of image b in one view."""
+    L = v.logits[b]  # (h, w, K)
+    ih, wh = v.rows[0][r0:r1], v.rows[1][r0:r1]
+    iw, ww = v.cols
+    y = L[ih[:, 0]] * wh[:, 0, None, None]
+    for t in range(1, ih.shape[1]):
+        y.addcmul_(L[ih[:, t]], wh[:, t, None, None])
+    z = y[:, iw[:, 0]] * ww[None, :, 0, None]
+    for t in range(1, iw.shape[1]):
+        z.addcmul_(y[:, iw[:, t]], ww[None, :, t, None])
+    return z
+
+
+def _bands(views: list[View], merge: str):
+    """Yield (b, r0, r1, merged scores (r1 - r0, W, K)) for every band of every image."""
+    B, W, K = views[0].logits.shape[0], views[0].cols[0].shape[0], views[0].logits.shape[-1]
+    H = views[0].rows[0].shape[0]
+    step = max(1, BAND_BYTES // (4 * W * K))
+    for b in range(B):
+        for r0 in range(0, H, step):
+            r1 = min(H, r0 + step)
+            acc = None
+            for v in views:
+                z = _band(v, b, r0, r1)
+                z = z.softmax(-1) if merge == "softmax" else z
+                acc = z if acc is None else acc.add_(z)
+            yield b, r0, r1, acc
+
+
+def merged_scores(views: list[View], merge: str = "logits") -> torch.Tensor:
+    """(B, K, H, W) scores of the views at the original size (the fast equivalent of :func:`predict_logits`)."""
+    B, K = views[0].logits.shape[0], views[0].logits.shape[-1]
+    H, W = views[0].rows[0].shape[0], views[0].cols[0].shape[0]
+    out = views[0].logits.new_empty(B, H, W, K)
+    for b, r0, r1, acc in _bands(views, merge):
+        out[b, r0:r1] = acc / len(views)
+    return out.permute(0, 3, 1, 2)
+
+
+def _consensus(views: list[View]) -> torch.Tensor:
+    """(B, H, W): the class every source of a pixel (in every view) agrees on, or -1 at boundary pixels."""
+    agreed = None
+    for v in views:
+        a = v.logits.argmax(-1).to(torch.int16)  # (B, h, w); K < 32768
+        (ih, _), (iw, _) = v.rows, v.cols
+        rows = a[:, ih]  # (B, H, T, w)
+        lo, hi = rows.amin(2), rows.amax(2)  # (B, H, w)
+        lo, hi = lo[:, :, iw].amin(-1), hi[:, :, iw].amax(-1)  # (B, H, W)
+        label = torch.where(lo == hi, lo, -1)
+        agreed = label if agreed is None else torch.where(agreed == label, agreed, -1)
+    return agreed
+
+
+def _score_pixels(views: list[View], b: torch.Tensor, y: torch.Tensor, x: torch.Tensor, merge: str) -> torch.Tensor:
+    """(N, K) merged scores of N single pixels (image b, row y, column x)."""
+    acc = None
+    for v in views:
+        (ih, wh), (iw, ww) = v.rows, v.cols
+        s = None
+        for t1 in range(ih.shape[1]):
+            for t2 in range(iw.shape[1]):
+                term = v.logits[b, ih[y, t1], iw[x, t2]] * (wh[y, t1] * ww[x, t2])[:, None]
+                s = term if s is None else s.add_(term)
+        s = s.softmax(-1) if merge == "softmax" else s
+        acc = s if acc is None else acc.add_(s)
+    return acc
+
+
+def merged_labels(views: list[View], merge: str = "logits") -> torch.Tensor:
+    """(B, H, W) class indices of the merged views: the consensus where the sources agree, the argmax of the exact
+    scores at boundary pixels (by bands when they are most of the image)."""
+    labels = _consensus(views).long()
+    hard = labels < 0
+    share = float(hard.float().mean()) if hard.numel() else 0.0
+    if share > BOUNDARY_SHARE:
+        for b, r0, r1, acc in _bands(views, merge):
+            labels[b, r0:r1] = acc.argmax(-1)
+    elif share > 0:
+        b, y, x = hard.nonzero(as_tuple=True)
+        labels[b, y, x] = _score_pixels(views, b, y, x, merge).argmax(-1)
+    return labels
+
+
+def protocol_views(
+    model: nn.Module,
+    images: torch.Tensor,
+    test: dict,
+    protocol: str = "ss",
+    mode: str = "whole",
+    stages: Stages | None = None,
+) -> list[View]:
+    """Run the protocol's views (scales, flips; whole or slide) and return them with their maps to the original
+    size, without resizing anything to it."""
+    images = images[None] if images.dim() == 3 else images
+    H, W = images.shape[1:3]
+    crop = tuple(test.get("crop") or (512, 512))
+    stride = tuple(test.get("stride") or (341, 341))
+    pad = int(test.get("pad_divisor") or 1)
+    out = []
+    for ratio, flip in [(1.0, False)] if protocol == "ss" else [(r, f) for r in MS_RATIOS for f in (False, True)]:
+        x = preprocess(images, resize_steps(H, W, test, ratio))
+        h, w = x.shape[-2:]
+        xp = pad_to_multiple(x.flip(-1) if flip else x, pad)
+        if stages:
+            stages.mark("preprocess")
+        logits = forward_slide(model, xp, crop, stride) if mode == "slide" else model(xp)
+        if stages:
+            stages.mark("forward")
+        out.append(view_of(logits, tuple(xp.shape[-2:]), (h, w), (H, W), flip))
+    return out
+
+
+def predict_labels(
+    model: nn.Module,
+    images: torch.Tensor,
+    test: dict,
+    protocol: str = "ss",
+    mode: str = "whole",
+    merge: str = "logits",
+    stages: Stages | None = None,
+) -> torch.Tensor:
+    """(B, H, W) predicted class indices at the original size: the fast path of ``predict_logits(...).argmax(1)``."""
+    views = protocol_views(model, images, test, protocol, mode, stages)
+    labels = merged_labels(views, merge)
+    if stages:
+        stages.mark("post-process")
+    return labels
+
+
+class Stages:
+    """Wall time per stage of a loop (decode, preprocess, forward, post-process, metric): ``mark(name)`` charges the
+    time since the previous mark to ``name`` (synchronising first on CUDA, so the GPU's work is charged too)."""
+
+    def __init__(self, cuda: bool = False):
+        self.cuda, self.seconds, self.t = cuda, {}, time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.t
+        self.t = now
 
 
 @dataclass(frozen=True)

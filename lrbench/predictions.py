@@ -1,7 +1,7 @@
 """``lrbench predict``: what a model predicts on your images, as label maps and overlays.
 
 A prediction is exactly what ``lrbench eval`` scores: the same recipe (keep-ratio resize, AlignResize, ImageNet
-normalisation, whole / slide inference, optional multi-scale + flip) through :func:`lrbench.inference.predict_logits`,
+normalisation, whole / slide inference, optional multi-scale + flip) through :func:`lrbench.inference.predict_labels`,
 then the argmax at the original image size. Per image it writes
 
 - ``NAME.png``: the label map as a palette PNG whose pixel values are the predicted class indices (0..K-1, the order of
@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from .datasets import DatasetSpec, get_spec
 from .errors import OutputError, UsageError
 from .fileio import atomic_write_bytes, check_writable
-from .inference import TestConfig, load, predict_logits
+from .inference import TestConfig, load, predict_labels
 from .results import autocast, check_device, check_dtype
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -99,8 +99,8 @@ class Predictor:
         single = x.dim() == 3
         ctx = autocast(self.dtype, self.device)
         with torch.inference_mode(), ctx:
-            logits = predict_logits(self.model, x, self.cfg.test, self.cfg.protocol, self.cfg.mode, self.cfg.merge)
-        labels = logits.argmax(1).cpu().numpy()
+            labels = predict_labels(self.model, x, self.cfg.test, self.cfg.protocol, self.cfg.mode, self.cfg.merge)
+        labels = labels.cpu().numpy()
         return labels[0] if single else labels
 
 
