@@ -6,7 +6,8 @@
 # Steps: (1) the tests marked `cuda`; (2) `lrbench speed` for LRFormer T/S/B/L, SegFormer B0/B2/B5,
 # UperNet-Swin-T, LRFormer-S+ and Mask2Former-Swin-T at their paper input sizes, batch 1 and the largest batch within 16 GiB, fp32/bf16/fp16,
 # channels-last; (3) a synthetic ADE20K eval on the device whose mIoU must equal the CPU's to 0.01; (4) a
-# one-process torchrun eval (NCCL on CUDA); (5) `lrbench report` over the results.
+# one-process torchrun eval (NCCL on CUDA); (5) where eval's time goes per stage, fast vs reference post-processing
+# (benchmarks/eval_overhead.py, written to OUT/eval_overhead.json); (6) `lrbench report` over the results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=cuda
@@ -46,5 +47,19 @@ assert res["world_size"] == 1 and res["num_images"] == 2 and res["dist_backend"]
 print(f"torchrun: world {res['world_size']}, {res['dist_backend']} on {res['device_name']}, mIoU {res['mIoU']:.2f}")
 PY
 
-echo "== 5. report"
+echo "== 5. eval stages (fast vs reference post-processing)"
+if [ -n "$TINY" ]; then
+  "$PY" benchmarks/eval_overhead.py --device "$DEVICE" --images 1 --models lrformer-t --protocols ss --json > "$WORK/overhead.json"
+else
+  "$PY" benchmarks/eval_overhead.py --device "$DEVICE" --images 16 --workers 0 4 --json > "$OUT/eval_overhead.json"
+  cp "$OUT/eval_overhead.json" "$WORK/overhead.json"
+fi
+"$PY" - "$WORK/overhead.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1])):
+    print(f"{r['model']} {r['protocol']} workers {r['workers']} {r['path']}: {r['images_per_s']:.2f} images/s, "
+          f"{r['outside_model_share']:.1%} outside the forward")
+PY
+
+echo "== 6. report"
 "$PY" -m lrbench report --results "$OUT" --out "$REPORT" --plots "$(dirname "$REPORT")/plots"

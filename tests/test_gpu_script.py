@@ -19,7 +19,7 @@ def test_gpu_script_on_cpu(tmp_path):
         timeout=600,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for step in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5."):
+    for step in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6."):
         assert step in r.stdout
     speed = sorted((tmp_path / "out/speed").glob("*.json"))
     names = {p.name for p in speed}

@@ -311,9 +311,10 @@ class Mask2FormerHead(nn.Module):
 
 
 def semantic_scores(cls_logits: torch.Tensor, mask_logits: torch.Tensor, size) -> torch.Tensor:
-    """mmseg ``Mask2FormerHead.predict``: masks resized to ``size``, then per-class scores (B, K, *size)."""
+    """mmseg ``Mask2FormerHead.predict``: masks resized to ``size``, then per-class scores (B, K, *size), laid out
+    channels-last (what the post-processing and the argmax read fastest)."""
     masks = F.interpolate(mask_logits, size=tuple(size), mode="bilinear", align_corners=False)
-    return torch.einsum("bqc,bqhw->bchw", cls_logits.softmax(-1)[..., :-1], masks.sigmoid())
+    return torch.einsum("bqc,bqhw->bhwc", cls_logits.softmax(-1)[..., :-1], masks.sigmoid()).permute(0, 3, 1, 2)
 
 
 class Mask2FormerSegmentor(Segmentor):
