@@ -201,18 +201,45 @@ def view_of(logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int]
     return View(logits.float().permute(0, 2, 3, 1).contiguous(), taps(mh, d), taps(mw, d))  # channels-last
 
 
-def _band(v: View, b: int, r0: int, r1: int) -> torch.Tensor:
-    """Scores (r1 - r0, W, K) of output rows r0:r1 of image b in one view."""
-    L = v.logits[b]  # (h, w, K)
-    ih, wh = v.rows[0][r0:r1], v.rows[1][r0:r1]
-    iw, ww = v.cols
-    y = L[ih[:, 0]] * wh[:, 0, None, None]
+def _band(group: list[View], b: int, r0: int, r1: int) -> torch.Tensor:
+    """Summed scores (r1 - r0, W, K) of output rows r0:r1 of image b over views that share their row taps (a view
+    and its flip): the columns first, on the few source rows the band needs, then the rows once for the group."""
+    ih, wh = group[0].rows[0][r0:r1], group[0].rows[1][r0:r1]
+    lo, hi = int(ih.min()), int(ih.max()) + 1
+    g = None
+    for v in group:
+        src = v.logits[b, lo:hi]  # (n, w, K) channels-last
+        iw, ww = v.cols
+        z = src[:, iw[:, 0]] * ww[None, :, 0, None]
+        for t in range(1, iw.shape[1]):
+            z.addcmul_(src[:, iw[:, t]], ww[None, :, t, None])
+        g = z if g is None else g.add_(z)
+    ih = ih - lo
+    y = g[ih[:, 0]] * wh[:, 0, None, None]
     for t in range(1, ih.shape[1]):
-        y.addcmul_(L[ih[:, t]], wh[:, t, None, None])
-    z = y[:, iw[:, 0]] * ww[None, :, 0, None]
-    for t in range(1, iw.shape[1]):
-        z.addcmul_(y[:, iw[:, t]], ww[None, :, t, None])
-    return z
+        if bool(wh[:, t].any()):  # most bands need fewer taps than the busiest row
+            y.addcmul_(g[ih[:, t]], wh[:, t, None, None])
+    return y
+
+
+def _groups(views: list[View], merge: str) -> list[list[View]]:
+    """Consecutive views with the same row taps summed before the row step (logits merge only: a softmax is taken
+    per view)."""
+    groups: list[list[View]] = []
+    for v in views:
+        last = groups[-1][0] if groups else None
+        same = (
+            merge == "logits"
+            and last is not None
+            and last.rows[0].shape == v.rows[0].shape
+            and torch.equal(last.rows[0], v.rows[0])
+            and torch.equal(last.rows[1], v.rows[1])
+        )
+        if same:
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+    return groups
 
 
 def _bands(views: list[View], merge: str):
@@ -220,12 +247,13 @@ def _bands(views: list[View], merge: str):
     B, W, K = views[0].logits.shape[0], views[0].cols[0].shape[0], views[0].logits.shape[-1]
     H = views[0].rows[0].shape[0]
     step = max(1, BAND_BYTES // (4 * W * K))
+    groups = _groups(views, merge)
     for b in range(B):
         for r0 in range(0, H, step):
             r1 = min(H, r0 + step)
             acc = None
-            for v in views:
-                z = _band(v, b, r0, r1)
+            for group in groups:
+                z = _band(group, b, r0, r1)
                 z = z.softmax(-1) if merge == "softmax" else z
                 acc = z if acc is None else acc.add_(z)
             yield b, r0, r1, acc
