@@ -15,12 +15,12 @@ Measured on the 2-core CPU machine (2 threads, workers 0, random weights seeded 
 
 | model | protocol | path | images/s | outside the forward | post-process |
 |---|---|---|---|---|---|
-| LRFormer-T | ss | reference | 1.25 | 40.6% | 314 ms |
-| LRFormer-T | ss | fast | 1.62 | 29.2% | 166 ms |
-| LRFormer-T | ms | reference | 0.08 | 40.7% | 4965 ms |
-| LRFormer-T | ms | fast | 0.12 | 14.8% | 1112 ms |
-| LRFormer-T+ | ss | reference | 0.42 | 5.2% | 113 ms |
-| LRFormer-T+ | ss | fast | 0.43 | 3.1% | 43 ms |
+| LRFormer-T | ss | reference | 1.25 | 40.7% | 314 ms |
+| LRFormer-T | ss | fast | 1.73 | 20.9% | 107 ms |
+| LRFormer-T | ms | reference | 0.08 | 40.0% | 4788 ms |
+| LRFormer-T | ms | fast | 0.13 | 12.1% | 802 ms |
+| LRFormer-T+ | ss | reference | 0.49 | 5.1% | 96 ms |
+| LRFormer-T+ | ss | fast | 0.50 | 3.5% | 44 ms |
 
 Random weights make noisy predictions: then few pixels take the consensus label and the fast path scores every pixel
 in bands (the ss row above). An unseeded run whose random weights happened to give smoother maps measured LRFormer-T

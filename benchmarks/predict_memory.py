@@ -5,7 +5,7 @@ a fresh process (peak resident memory from the OS).
 
 Target: <= 3 GB for a 12-megapixel photo (4000x3000) with the same label map as the reference path.
 Measured on the 2-core CPU machine (segformer-b0, random weights, 2026-12-01), 4000x3000 JPEG:
-fast 1.24 GB peak, 10.3 s; reference 14.27 GB, 14.6 s; label maps equal on 99.99972% of pixels (near-ties).
+fast 1.07 GB peak, 12.2 s; reference 14.35 GB, 23.3 s; label maps equal on 99.99974% of pixels (near-ties).
 """
 
 from __future__ import annotations

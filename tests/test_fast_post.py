@@ -71,9 +71,11 @@ def test_consensus_is_used_and_exact_on_smooth_maps():
     test = {"resize": None, "size_divisor": 1}
     with torch.inference_mode():
         views = protocol_views(model, images, test)
-        from lrbench.inference import _consensus
+        from lrbench.inference import _consensus, _score_pixels
 
         agreed = _consensus(views)
         full = merged_scores(views).argmax(1)
         assert 0.5 < float((agreed >= 0).float().mean()) < 1  # both paths are exercised
         assert torch.equal(agreed[agreed >= 0], full[agreed >= 0]) and torch.equal(merged_labels(views), full)
+        b, y, x = (agreed < 0).nonzero(as_tuple=True)  # the boundary pixels, scored one by one
+        assert torch.equal(_score_pixels(views, b, y, x, "logits").argmax(-1), full[b, y, x])
