@@ -56,6 +56,12 @@ Family = Literal[FAMILIES]  # type: ignore[valid-type]
 RESUME_HINT = {"eval": "; continue with the same command and --resume"}
 
 
+def _notes(lines: list[str]) -> None:
+    """One line each on stderr for what a command left out (it still succeeded)."""
+    for line in lines:
+        err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def _error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
@@ -531,8 +537,7 @@ def report_cmd(
 ) -> None:
     """Regenerate RESULTS.md (+ CSV and plots) from result files and the zoo's published numbers."""
     paths = _commands().report(results, out, plots)
-    for line in paths["ignored"]:
-        err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    _notes(paths["ignored"])
     console.print(f"wrote {paths['report']}, {paths['csv']} and {len(paths['plots'])} plots")
 
 
@@ -554,8 +559,7 @@ def reproduce_cmd(
     if int(os.environ.get("RANK", "0")) > 0:  # under torchrun only rank 0 reports
         return
     paths = outcome.report
-    for line in paths["ignored"]:
-        err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    _notes(paths["ignored"])
     console.print(
         f"wrote {paths['report']} ({paths['csv']}, {len(paths['plots'])} plots) in {time.perf_counter() - t0:.0f} s"
     )

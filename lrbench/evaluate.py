@@ -30,7 +30,7 @@ from .fileio import atomic_write_bytes, check_writable, write_json
 from .inference import Loaded, Stages, TestConfig, load, predict_labels
 from .metrics import IoUAccumulator
 from .results import autocast, check_device, check_dtype, device_name, record, resolve_device, versions
-from .settings import EvalSettings
+from .settings import AUTO_OUT, EvalSettings
 from .stats import AREAS, miou_ci
 
 
@@ -281,14 +281,15 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] 
     check_device(device)
     dtype = ("fp16" if device.startswith("cuda") else "bf16") if s.amp else s.dtype
     check_dtype(dtype, device)
-    if isinstance(s.out, str) and "{" not in s.out:  # a fixed path is checked before any work
+    fixed = s.out != AUTO_OUT  # the default --out needs the dataset the name resolves to
+    if fixed and s.out:
         _check_out(Path(s.out), s.overwrite or s.resume)
     rank, world = _dist()
     loaded = _load_in_turn(s, s.dataset, rank, world)
     dataset, weights, cfg = loaded.cfg.dataset, loaded.weights, loaded.cfg
     out = s.out_path(dataset)
     out_path = Path(out) if out else None
-    if out_path is not None:
+    if out_path is not None and not fixed:
         _check_out(out_path, s.overwrite or s.resume)
     ds = SegDataset(dataset, s.data_root)
     if world > 1 and device == "cuda":  # torchrun: one GPU per local rank

@@ -34,7 +34,7 @@ from .models import create_model
 from .models.base import IMAGENET_MEAN, IMAGENET_STD
 from .names import MODES, MS_MERGES, PROTOCOLS
 from .sources import sha256_file
-from .zoo import Resolved, fetch, resolve
+from .zoo import fetch, resolve
 
 MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
@@ -120,17 +120,22 @@ def forward_slide(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], stri
     return out / count
 
 
+def protocol_settings(test: dict, protocol: str) -> tuple[list[tuple[float, bool]], tuple, tuple, int]:
+    """(views as (scale ratio, flip), slide crop, slide stride, pad divisor) of a recipe's test settings."""
+    views = [(1.0, False)] if protocol == "ss" else [(r, f) for r in MS_RATIOS for f in (False, True)]
+    crop = tuple(test.get("crop") or (512, 512))
+    stride = tuple(test.get("stride") or (341, 341))
+    return views, crop, stride, int(test.get("pad_divisor") or 1)
+
+
 def predict_logits(
     model: nn.Module, images: torch.Tensor, test: dict, protocol: str = "ss", mode: str = "whole", merge: str = "logits"
 ) -> torch.Tensor:
     """(B, K, H, W) logits at the original image size for uint8 images of one size, (B, H, W, 3) or (H, W, 3)."""
     images = images[None] if images.dim() == 3 else images
     H, W = images.shape[1:3]
-    crop = tuple(test.get("crop") or (512, 512))
-    stride = tuple(test.get("stride") or (341, 341))
+    views, crop, stride, pad = protocol_settings(test, protocol)
     run = (lambda x: forward_slide(model, x, crop, stride)) if mode == "slide" else (lambda x: forward_whole(model, x))
-    views = [(1.0, False)] if protocol == "ss" else [(r, f) for r in MS_RATIOS for f in (False, True)]
-    pad = int(test.get("pad_divisor") or 1)
     total = None
     for ratio, flip in views:
         x = preprocess(images, resize_steps(H, W, test, ratio))
@@ -325,11 +330,9 @@ def protocol_views(
     size, without resizing anything to it."""
     images = images[None] if images.dim() == 3 else images
     H, W = images.shape[1:3]
-    crop = tuple(test.get("crop") or (512, 512))
-    stride = tuple(test.get("stride") or (341, 341))
-    pad = int(test.get("pad_divisor") or 1)
+    views, crop, stride, pad = protocol_settings(test, protocol)
     out = []
-    for ratio, flip in [(1.0, False)] if protocol == "ss" else [(r, f) for r in MS_RATIOS for f in (False, True)]:
+    for ratio, flip in views:
         x = preprocess(images, resize_steps(H, W, test, ratio))
         h, w = x.shape[-2:]
         xp = pad_to_multiple(x.flip(-1) if flip else x, pad)
@@ -421,14 +424,12 @@ class Weights:
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class Loaded:
-    """A model ready to run with its recipe's test pipeline: which weights, what the name resolved to, the test
-    configuration. The model is built (and its weights loaded) when first used, so a caller that only needs to know
+    """A model ready to run with its recipe's test pipeline: which weights and the test configuration. The model is built (and its weights loaded) when first used, so a caller that only needs to know
     which weights a name means (a finished ``--resume``) never builds it."""
 
     weights: Weights
     cfg: TestConfig
     num_classes: int
-    resolved: Resolved | None = None
     _model: nn.Module | None = field(default=None, repr=False)
 
     @functools.cached_property
@@ -465,7 +466,7 @@ def load(
             recipe = resolve(model.name, dataset).recipe
         cfg = TestConfig.build(dataset, recipe or {"test": {}}, protocol, mode, merge)
         w = Weights(name, name, None, "module", checkpoint, None)
-        return Loaded(w, cfg, get_spec(dataset).num_classes, None, model)
+        return Loaded(w, cfg, get_spec(dataset).num_classes, model)
     r = resolve(model, dataset)
     cfg = TestConfig.build(r.dataset, recipe or r.recipe, protocol, mode, merge)
     entry = r.entry.name if r.entry else None
@@ -473,7 +474,7 @@ def load(
         if not Path(checkpoint).is_file():
             raise UsageError(f"--checkpoint {checkpoint}: file not found")
         w = Weights(r.arch, model, entry, "file", str(checkpoint), sha256_file(checkpoint), origin=f"file {checkpoint}")
-        return Loaded(w, cfg, r.num_classes, r)
+        return Loaded(w, cfg, r.num_classes)
     if r.entry is None or r.entry.source is None:
         what = model if r.entry and model == r.entry.name else f"{r.arch} on {r.dataset}"
         raise ZooError(
@@ -482,4 +483,4 @@ def load(
         )
     pulled, net = fetch(r.entry.name)
     w = Weights(r.arch, model, entry, "zoo", pulled["path"], pulled["sha256"], pulled["verified"], pulled["origin"])
-    return Loaded(w, cfg, r.num_classes, r, net)
+    return Loaded(w, cfg, r.num_classes, net)

@@ -351,7 +351,7 @@ def render(
             f"Attention layers: one per stage at LRFormer-S / SegFormer-B2 widths; latency on {m['device_name']}"
             f" (torch {m['torch']}, {m['iters']} iterations, layers over {m['max_gmacs']} GMACs not timed).",
         ]
-    counted, _ = split_evals(results["eval"], zoo)
+    counted, others = split_evals(results["eval"], zoo)
     mmseg = {d: dataset_table(d, zoo, results, counted, origin="mmseg") for d in DATASET_TITLES}
     for d, title in DATASET_TITLES.items():
         L += ["", f"## {title}", "", _md_table(tables[d])]
@@ -374,7 +374,6 @@ def render(
         "(Swin, ResNet) the whole inference including the semantic combination (detectron2); see `lrbench.complexity`. "
         f"mIoU verdict tolerance ±{MIOU_TOL}; GFLOPs ±{FLOPS_TOL:.0%}.",
     ]
-    _, others = split_evals(results["eval"], zoo)
     if others:
         L += [
             "",

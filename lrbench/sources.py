@@ -412,10 +412,12 @@ class UrlSource:
                 )
             part = dest.with_name(dest.name + ".part")
             _http_download(want.entry, self.download_url(), part, progress)
-            self._check(want, part, sha256_file(part))
+            digest = sha256_file(part)
+            self._check(want, part, digest)
             os.replace(part, dest)  # only a complete, verified file ever has the cached name
-        digest = sha256_file(dest)
-        self._check(want, dest, digest)
+        else:
+            digest = sha256_file(dest)
+            self._check(want, dest, digest)
         return Fetched(str(dest), digest, bool(self.sha256 or self.hash_prefix), replace(self, sha256=digest))
 
 
