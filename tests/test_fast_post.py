@@ -1,4 +1,4 @@
-"""The fast post-processing (one sparse map per axis, bands, consensus labels) against the straightforward protocol
+"""The fast post-processing (one sparse map per axis; bands of matrix products, windows' survivors) against the straightforward protocol
 (:func:`lrbench.inference.predict_logits`): equal scores up to float rounding, equal labels except near-ties."""
 
 import pytest
@@ -46,7 +46,7 @@ CASES = [
 def test_fast_equals_reference(case):
     H, W, test, protocol, mode, merge = case
     images = torch.randint(0, 256, (2, H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    for smooth in (False, True):  # noisy logits (bands) and smooth ones (consensus + boundary pixels)
+    for smooth in (False, True):  # noisy logits and smooth ones (ss: many windows with one survivor)
         model = StrideNet(smooth=smooth).eval()
         with torch.inference_mode():
             ref = predict_logits(model, images, test, protocol, mode, merge)
@@ -63,19 +63,44 @@ def test_fast_equals_reference(case):
         assert torch.equal(direct, labels)
 
 
-def test_consensus_is_used_and_exact_on_smooth_maps():
-    """Smooth predictions: most pixels take their label from the consensus of their sources, the rest are scored;
-    the result equals the argmax of the full scores."""
-    images = torch.randint(0, 256, (1, 120, 160, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    model = StrideNet(k=5, smooth=True).eval()
-    test = {"resize": None, "size_divisor": 1}
-    with torch.inference_mode():
-        views = protocol_views(model, images, test)
-        from lrbench.inference import _consensus, _score_pixels
+def test_survivors_are_the_classes_the_window_can_elect():
+    """Every class that wins at some convex combination of a window's sources survives; the survivors are exactly
+    the classes neither certificate beats at every source (a loop over windows, sources and classes)."""
+    from lrbench.inference import _survivors
 
-        agreed = _consensus(views)
-        full = merged_scores(views).argmax(1)
-        assert 0.5 < float((agreed >= 0).float().mean()) < 1  # both paths are exercised
-        assert torch.equal(agreed[agreed >= 0], full[agreed >= 0]) and torch.equal(merged_labels(views), full)
-        b, y, x = (agreed < 0).nonzero(as_tuple=True)  # the boundary pixels, scored one by one
-        assert torch.equal(_score_pixels(views, b, y, x, "logits").argmax(-1), full[b, y, x])
+    torch.manual_seed(0)  # the convex combinations drawn below
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 6, 8, 9, generator=g)
+    first, surv = _survivors(logits, 2, 3)
+    for b in range(2):
+        for y in range(5):
+            for x in range(6):
+                src = logits[b, y : y + 2, x : x + 3].reshape(6, 9)  # (sources, classes)
+                top = src.sum(0).topk(2).indices
+                certificates = [src[:, int(src.min(0).values.argmax())], src[:, top].mean(1)]
+                beaten = [any(bool((g_ > src[:, c]).all()) for g_ in certificates) for c in range(9)]
+                assert surv[b, y, x].tolist() == [not t for t in beaten]
+                assert int(first[b, y, x]) == beaten.index(False)
+                mix = torch.distributions.Dirichlet(torch.ones(6)).sample((500,)) @ src  # convex combinations
+                assert surv[b, y, x][mix.argmax(-1)].all()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("size", [(83, 121), (29, 40)])  # upscale by a non-integer factor, downscale
+def test_window_labels_equal_full_scores(flip, size):
+    """One view (ss): labels from the windows' survivors equal the argmax of the full scores, on maps of regions
+    (one survivor inside, two at boundaries) under growing noise (ever more survivors)."""
+    from lrbench.inference import _survivors, _window, _window_labels, view_of
+
+    g = torch.Generator().manual_seed(4)
+    K, seen = 40, set()
+    for noise in (0.3, 1.0, 3.0):
+        regions = torch.randint(0, K, (2, 4, 5), generator=g)
+        base = 4 * torch.nn.functional.one_hot(regions, K).permute(0, 3, 1, 2).float()
+        logits = torch.nn.functional.interpolate(base, size=(13, 17)) + noise * torch.randn(2, K, 13, 17, generator=g)
+        v = view_of(logits, (52, 68), (50, 66), size, flip)
+        assert torch.equal(_window_labels(v), merged_scores([v]).argmax(1))
+        (_, wy), (_, wx) = _window(*v.rows, 13), _window(*v.cols, 17)
+        m = _survivors(v.logits, wy.shape[1], wx.shape[1])[1].sum(-1)
+        seen |= {min(int(k), 5) for k in m.unique()}
+    assert seen == {1, 2, 3, 4, 5}  # every branch: one survivor, and tiles of 2, 4 and 8 or more classes
