@@ -57,8 +57,9 @@ fi
 "$PY" - "$WORK/overhead.json" <<'PY'
 import json, sys
 for r in json.load(open(sys.argv[1])):
+    differ = f", labels differ on {r['pixels_differ']} of {r['pixels']} px" if "pixels" in r else ""
     print(f"{r['model']} {r['protocol']} workers {r['workers']} {r['path']}: {r['images_per_s']:.2f} images/s, "
-          f"{r['outside_model_share']:.1%} outside the forward")
+          f"{r['outside_model_share']:.1%} outside the forward{differ}")
 PY
 
 echo "== 6. report"

@@ -4,8 +4,10 @@ a fresh process (peak resident memory from the OS).
     PYTHONPATH=. python benchmarks/predict_memory.py [--model segformer-b0] [--size 3000 4000]
 
 Target: <= 3 GB for a 12-megapixel photo (4000x3000) with the same label map as the reference path.
-Measured on the 2-core CPU machine (segformer-b0, random weights, 2026-12-01), 4000x3000 JPEG:
-fast 1.07 GB peak, 12.2 s; reference 14.35 GB, 23.3 s; label maps equal on 99.99974% of pixels (near-ties).
+Measured on the 2-core CPU machine (segformer-b0, random weights), 4000x3000 JPEG:
+- bands of taps (2026-12-01, first): fast 1.07 GB peak, 12.2 s; reference 14.35 GB, 23.3 s;
+- windows' survivors (one view; 2026-12-01, second): fast 1.16 GB peak, 1.9 s; reference 14.34 GB, 20.6 s;
+label maps equal on 99.99973% of pixels (near-ties) both times.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from .data import DatasetError, SegDataset, collate_list
 from .datasets import get_spec
 from .errors import LrbenchError, OutputError, ResultError
 from .fileio import atomic_write_bytes, check_writable, write_json
-from .inference import Loaded, Stages, TestConfig, load, predict_labels
+from .inference import Intervals, Loaded, Stages, TestConfig, load, predict_labels
 from .metrics import IoUAccumulator
 from .results import autocast, check_device, check_dtype, device_name, record, resolve_device, versions
 from .settings import AUTO_OUT, EvalSettings
@@ -143,33 +143,69 @@ def _gather_lists(items: list) -> list:
 
 
 class TimedForward(nn.Module):
-    """Wraps a model to add up the time spent in its forward (synchronised on CUDA) and count its calls: the rest
-    of the evaluation (decoding, resizing, the metric, waiting for data) is the overhead the eval benchmark reports.
-    With ``compile``, the model is torch.compile'd and its first call (the compilation) is kept apart in
-    ``compile_s``; with ``channels_last`` the input is passed in channels-last memory."""
+    """Wraps a model to add up the time spent in its forward (on CUDA between events, read at the end: no
+    synchronisation per call) and count its calls: the rest of the evaluation (decoding, resizing, the metric, waiting
+    for data) is the overhead the eval benchmark reports. With ``compile``, the model is torch.compile'd and its first
+    call (the compilation, synchronised) is kept apart in ``compile_s``; with ``channels_last`` the input is passed in
+    channels-last memory."""
 
     def __init__(self, model: nn.Module, device: str, compile: bool = False, channels_last: bool = False):
         super().__init__()
         self.model = torch.compile(model) if compile else model
-        self.cuda, self.seconds, self.calls, self.compile_s = device.startswith("cuda"), 0.0, 0, None
+        self.clock, self.calls, self.compile_s = Intervals(device.startswith("cuda")), 0, None
         self.compiling = compile
         self.memory_format = torch.channels_last if channels_last else torch.preserve_format
 
+    @property
+    def seconds(self) -> float:
+        return self.clock.totals().get("forward", 0.0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = self.model(
-            x.contiguous(memory_format=self.memory_format) if self.memory_format != torch.preserve_format else x
-        )
-        if self.cuda:
-            torch.cuda.synchronize()
-        if self.compiling:
+        if self.memory_format != torch.preserve_format:
+            x = x.contiguous(memory_format=self.memory_format)
+        if self.compiling:  # a one-off: wall time, synchronised
+            t0 = time.perf_counter()
+            out = self.model(x)
+            if self.clock.cuda:
+                torch.cuda.synchronize()
             self.compile_s, self.compiling = time.perf_counter() - t0, False
         else:
-            self.seconds += time.perf_counter() - t0
+            start = self.clock.now()
+            out = self.model(x)
+            self.clock.add("forward", start, self.clock.now())
         self.calls += 1
         return out
+
+
+def _prefetched(loader, device: str):
+    """The loader's batches; on CUDA each comes with its images and labels already copied to the GPU, the next
+    batch's copies (from pinned memory, on a side stream) queued before the current one is handed out, so that the
+    copies overlap its forward."""
+    if not device.startswith("cuda"):
+        yield from loader
+        return
+    stream = torch.cuda.Stream()
+
+    def queue(batch):
+        if batch is not None:
+            with torch.cuda.stream(stream):
+                for item in batch:
+                    for key in ("image", "label"):
+                        if key in item:
+                            item[key] = item[key].to(device, non_blocking=True)
+        return batch
+
+    batches = iter(loader)
+    upcoming = queue(next(batches, None))
+    while upcoming is not None:
+        torch.cuda.current_stream().wait_stream(stream)
+        batch = upcoming
+        for item in batch:
+            for key in ("image", "label"):
+                if key in item:
+                    item[key].record_stream(torch.cuda.current_stream())  # made on the side stream, used on this one
+        upcoming = queue(next(batches, None))
+        yield batch
 
 
 def _same_size_groups(items: list[dict]) -> list[list[dict]]:
@@ -208,7 +244,7 @@ def run_loop(
     amp_ctx = autocast(dtype, device)
     try:
         with torch.inference_mode():
-            for batch in loader:
+            for batch in _prefetched(loader, device):
                 stages.mark("decode")  # waiting for the loader (decoding, when there are no workers)
                 good = []
                 for item in batch:
@@ -345,6 +381,8 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] 
         progress,
         stages,
     )
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()  # the loop queues work without waiting for it
     wall = time.perf_counter() - t_start
     state.save(acc)
     acc.all_reduce()

@@ -75,9 +75,16 @@ def preprocess(images: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tens
     for size in sizes:
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False).round_().clamp_(0, 255)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[None, :, None, None]
-    std = torch.tensor(IMAGENET_STD, device=x.device)[None, :, None, None]
+    mean, std = to_device(torch.tensor([IMAGENET_MEAN, IMAGENET_STD])[:, None, :, None, None], x.device)
     return (x - mean) / std
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` on ``device``; a CPU tensor goes to a GPU from pinned memory without waiting (a plain copy from pageable
+    memory would wait for the GPU's queue: a synchronisation in the middle of the loop)."""
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
@@ -176,7 +183,7 @@ def resize_matrix(out: int, inp: int) -> torch.Tensor:
     return F.interpolate(eye, size=out, mode="linear", align_corners=False)[0].T.contiguous()
 
 
-def taps(m: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+def taps(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The non-zeros of each row of ``m``: (out, T) source indices and float32 weights; padding taps have weight 0
     and repeat the row's first source (so a min / max over the taps only sees real sources)."""
     nz = m != 0
@@ -184,7 +191,7 @@ def taps(m: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.argsort((~nz).to(torch.int8), dim=1, stable=True)[:, :T]
     w = m.gather(1, order)
     idx = torch.where(w != 0, order, order[:, :1])
-    return idx.to(device), w.float().to(device)
+    return idx, w.float()
 
 
 @dataclass
@@ -193,11 +200,10 @@ class View:
     (the non-zeros of each output row / column), and as dense matrices for the bands' matrix products."""
 
     logits: torch.Tensor
-    rows: tuple[torch.Tensor, torch.Tensor]
-    cols: tuple[torch.Tensor, torch.Tensor]
+    rows: tuple[torch.Tensor, torch.Tensor]  # on the CPU: what the loops read (no device sync)
+    cols: tuple[torch.Tensor, torch.Tensor]  # on the logits' device
     mh: torch.Tensor  # (H, h) on the logits' device
     mw: torch.Tensor | None  # (W, w) on the logits' device, where w <= DENSE_COLS
-    row_span: torch.Tensor  # (H, 2) on the CPU: first and last source row of each output row (no device sync)
 
 
 def view_of(logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int], out: tuple[int, int], flip: bool):
@@ -208,15 +214,12 @@ def view_of(logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int]
     cw = resize_matrix(wp, wl)[:w]
     mw = resize_matrix(W, w) @ (cw.flip(0) if flip else cw)
     d = logits.device
-    rows = taps(mh, "cpu")
-    span = torch.stack([rows[0].min(1).values, rows[0].max(1).values], 1)
     return View(
         logits.float().permute(0, 2, 3, 1).contiguous(),  # channels-last
-        (rows[0].to(d), rows[1].to(d)),
-        taps(mw, d),
-        mh.float().to(d),
-        mw.float().to(d) if wl <= DENSE_COLS else None,
-        span,
+        taps(mh),
+        tuple(to_device(t, d) for t in taps(mw)),
+        to_device(mh.float(), d),
+        to_device(mw.float(), d) if wl <= DENSE_COLS else None,
     )
 
 
@@ -224,8 +227,8 @@ def _band(group: list[View], b: int, r0: int, r1: int) -> torch.Tensor:
     """Summed scores (r1 - r0, W, K) of output rows r0:r1 of image b over views that share their row map (a view
     and its flip): the columns first, on the few source rows the band needs, then the rows once for the group, each
     a matrix product (measured 4x and 15x faster than summing taps on the CPU; taps where the logits are wide)."""
-    span = group[0].row_span[r0:r1]
-    lo, hi = int(span[:, 0].min()), int(span[:, 1].max()) + 1
+    ih = group[0].rows[0][r0:r1]
+    lo, hi = int(ih.min()), int(ih.max()) + 1
     g = None
     for v in group:
         src = v.logits[b, lo:hi]  # (n, w, K) channels-last
@@ -247,7 +250,13 @@ def _groups(views: list[View], merge: str) -> list[list[View]]:
     groups: list[list[View]] = []
     for v in views:
         last = groups[-1][0] if groups else None
-        same = merge == "logits" and last is not None and last.mh.shape == v.mh.shape and torch.equal(last.mh, v.mh)
+        same = (
+            merge == "logits"
+            and last is not None
+            and last.rows[0].shape == v.rows[0].shape
+            and torch.equal(last.rows[0], v.rows[0])
+            and torch.equal(last.rows[1], v.rows[1])
+        )
         if same:
             groups[-1].append(v)
         else:
@@ -338,7 +347,7 @@ def _window_labels(v: View) -> torch.Tensor:
     scored exactly on their window's survivors only (a few classes instead of K)."""
     B, h, w, K = v.logits.shape
     H, W = v.rows[0].shape[0], v.cols[0].shape[0]
-    ay, wy = _window(*v.rows, h)
+    ay, wy = (to_device(t, v.logits.device) for t in _window(*v.rows, h))
     ax, wx = _window(*v.cols, w)
     er, ec = wy.shape[1], wx.shape[1]
     if er == ec == 1:  # every pixel has one source
@@ -376,8 +385,9 @@ def _window_labels(v: View) -> torch.Tensor:
 
 
 def merged_labels(views: list[View], merge: str = "logits") -> torch.Tensor:
-    """(B, H, W) class indices of the merged views: one view by its windows' survivors, several by bands."""
-    if len(views) == 1:  # the argmax of a softmax is the argmax of the logits
+    """(B, H, W) class indices of the merged views: one view by its windows' survivors on the CPU, several views (and
+    any on CUDA, where the bands need no synchronisation and the bandwidth is there) by bands."""
+    if len(views) == 1 and views[0].logits.device.type == "cpu":  # argmax of a softmax = argmax of the logits
         return _window_labels(views[0])
     B, H, W = views[0].logits.shape[0], views[0].mh.shape[0], views[0].cols[0].shape[0]
     labels = torch.empty(B, H, W, dtype=torch.long, device=views[0].logits.device)
@@ -431,19 +441,52 @@ def predict_labels(
     return labels
 
 
-class Stages:
-    """Wall time per stage of a loop (decode, preprocess, forward, post-process, metric): ``mark(name)`` charges the
-    time since the previous mark to ``name`` (synchronising first on CUDA, so the GPU's work is charged too)."""
+class Intervals:
+    """Durations added up by name: CPU wall time, or on CUDA the time between events on the current stream, read
+    once when the totals are asked for (no synchronisation while the work runs; queued GPU work is charged to the
+    interval in which the GPU ran it, idle waits to the interval that kept it waiting)."""
 
     def __init__(self, cuda: bool = False):
-        self.cuda, self.seconds, self.t = cuda, {}, time.perf_counter()
+        self.cuda, self.totals_s, self.pending = cuda, {}, []
+
+    def now(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def add(self, name: str, start, end) -> None:
+        if self.cuda:
+            self.pending.append((name, start, end))
+        else:
+            self.totals_s[name] = self.totals_s.get(name, 0.0) + end - start
+
+    def totals(self) -> dict[str, float]:
+        if self.pending:
+            self.pending[-1][2].synchronize()
+            for name, start, end in self.pending:
+                self.totals_s[name] = self.totals_s.get(name, 0.0) + start.elapsed_time(end) / 1000
+            self.pending = []
+        return dict(self.totals_s)
+
+
+class Stages:
+    """Time per stage of a loop (decode, preprocess, forward, post-process, metric): ``mark(name)`` charges the time
+    since the previous mark to ``name``; ``seconds`` are the totals (see :class:`Intervals` for CUDA)."""
+
+    def __init__(self, cuda: bool = False):
+        self.clock = Intervals(cuda)
+        self.last = self.clock.now()
 
     def mark(self, name: str) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.t
-        self.t = now
+        now = self.clock.now()
+        self.clock.add(name, self.last, now)
+        self.last = now
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return self.clock.totals()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,31 @@ import torch
 AREA_KEYS = ("intersect", "union", "pred", "label")
 
 
+def _counts(pred: torch.Tensor, label: torch.Tensor, K: int, ignore: int) -> tuple[torch.Tensor, ...]:
+    """(intersect, pred area, label area) per class over the pixels whose label is not ``ignore``; label ids >= K
+    count in no class's label area (their predictions still count)."""
+    keep = label != ignore
+    p, t = pred[keep].long(), label[keep].long()
+    return (
+        torch.bincount(p[p == t], minlength=K)[:K],
+        torch.bincount(p, minlength=K)[:K],
+        torch.bincount(t, minlength=K)[:K],
+    )
+
+
+def _counts_on_device(pred: torch.Tensor, label: torch.Tensor, K: int, ignore: int) -> tuple[torch.Tensor, ...]:
+    """:func:`_counts` without a host synchronisation (a boolean mask and ``bincount`` on CUDA each wait for the GPU):
+    uncounted pixels go to a spare bin K of fixed-size scatter-adds (measured 3-4x slower than ``_counts`` on a CPU)."""
+    keep = label != ignore
+    p = torch.where(keep, pred.long(), K)
+    t = torch.where(keep, label.long(), K).clamp_(max=K)
+    hit = torch.where(p == t, p, K)
+    idx = torch.cat([hit.flatten(), p.flatten() + (K + 1), t.flatten() + 2 * (K + 1)])
+    bins = torch.zeros(3 * (K + 1), dtype=torch.int64, device=idx.device).index_add_(0, idx, torch.ones_like(idx))
+    inter, area_p, area_t = bins.view(3, K + 1)[:, :K]
+    return inter, area_p, area_t
+
+
 class IoUAccumulator:
     """Integer areas per class; exact, order-independent, and summable across processes."""
 
@@ -30,12 +55,8 @@ class IoUAccumulator:
         """Add one prediction (class ids) and its label map of the same shape; ``index`` keeps its own areas too."""
         if pred.shape != label.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(label.shape)}")
-        keep = label != self.ignore_index
-        p, t = pred[keep].long(), label[keep].long()
-        K = self.num_classes
-        inter = torch.bincount(p[p == t], minlength=K)[:K]
-        area_p = torch.bincount(p, minlength=K)[:K]
-        area_t = torch.bincount(t, minlength=K)[:K]
+        count = _counts_on_device if pred.is_cuda else _counts
+        inter, area_p, area_t = count(pred, label, self.num_classes, self.ignore_index)
         self.areas["intersect"] += inter
         self.areas["pred"] += area_p
         self.areas["label"] += area_t

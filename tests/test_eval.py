@@ -64,6 +64,20 @@ def test_metric_equals_numpy_mmseg_reference():
     np.testing.assert_allclose([np.nan if i is None else i for i in ious], ref["IoU"], atol=1e-9)
 
 
+def test_device_counts_equal_host_counts():
+    """The CUDA path's sync-free counting (spare bins, scatter-adds) gives the CPU path's counts, with ignored pixels
+    and label ids outside the classes (which count in no label area; their predictions still count)."""
+    from lrbench.metrics import _counts, _counts_on_device
+
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randint(0, 7, (31, 37), generator=g)
+    label = torch.randint(0, 9, (31, 37), generator=g).to(torch.uint8)  # 7 and 8: outside the 7 classes
+    label[torch.rand(31, 37, generator=g) < 0.2] = 255
+    host, device = _counts(pred, label, 7, 255), _counts_on_device(pred, label, 7, 255)
+    assert [h.tolist() for h in host] == [d.tolist() for d in device]
+    assert int(host[1].sum()) == int((label != 255).sum()) > int(host[2].sum())  # ids 7, 8: predictions only
+
+
 def test_metric_hand_computed():
     pred = torch.tensor([[0, 0, 1], [1, 2, 2]])
     label = torch.tensor([[0, 1, 1], [255, 2, 0]])
