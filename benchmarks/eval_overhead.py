@@ -5,27 +5,37 @@ post-processing and with the straightforward reference path measured in the same
         [--images 8] [--workers 0 2] [--device cpu|cuda] [--json]
 
 Writes a synthetic ADE20K-layout set (random JPEGs, 512x683 / 683x512 like typical ADE images) and random weights into
-a temporary folder and runs the evaluator for every model x protocol x workers x path. Weights are random: only the
-timing is meaningful (and random weights make the predictions noisy, the worst case for the consensus shortcut of the
-fast path). The reference path is :func:`lrbench.inference.predict_logits` + argmax, as lrbench did before; its
-pre-processing is counted in its post-process column (its views interleave them).
+a temporary folder and runs the evaluator for every model x protocol x workers x path, recording the labels of both
+paths to count the pixels where they differ. Weights are random (seeded): only the timing is meaningful; random
+weights make noisy predictions, the worst case for the single-view shortcut (few windows with one surviving class).
+The reference path is :func:`lrbench.inference.predict_logits` + argmax, as lrbench did before; its pre-processing is
+counted in its post-process column (its views interleave them).
 
-Measured on the 2-core CPU machine (2 threads, workers 0, random weights seeded 0, 4 images, 2026-12-01; per image;
-"outside" = share of the wall time outside the model forward; both paths counted the same areas in every run):
+Measured on the 2-core CPU machine (2 threads, random weights seeded 0, 2026-12-01; per image; "outside" = share of
+the wall time outside the model forward). "before" is the fast path as first built (bands of taps, consensus of the
+sources), measured on the same kind of machine earlier that day; "now" is this version (one view: windows'
+survivors; several: bands of matrix products), measured in one run per row group, reference and fast side by side:
 
-| model | protocol | path | images/s | outside the forward | post-process |
-|---|---|---|---|---|---|
-| LRFormer-T | ss | reference | 1.25 | 40.7% | 314 ms |
-| LRFormer-T | ss | fast | 1.73 | 20.9% | 107 ms |
-| LRFormer-T | ms | reference | 0.08 | 40.0% | 4788 ms |
-| LRFormer-T | ms | fast | 0.13 | 12.1% | 802 ms |
-| LRFormer-T+ | ss | reference | 0.49 | 5.1% | 96 ms |
-| LRFormer-T+ | ss | fast | 0.50 | 3.5% | 44 ms |
+| model | protocol | workers | path | images/s | outside the forward | post-process | labels that differ |
+|---|---|---|---|---|---|---|---|
+| LRFormer-T | ss | 0 | reference | 0.82 | 42.9% | 504 ms | |
+| LRFormer-T | ss | 0 | fast, before | 1.73 | 20.9% | 107 ms | |
+| LRFormer-T | ss | 0 | fast, now | 1.56 | **11.0%** | 42 ms | 1 of 2,797,568 px |
+| LRFormer-T | ss | 2 | reference | 0.95 | 45.6% | 449 ms | |
+| LRFormer-T | ss | 2 | fast, now | 1.70 | **13.6%** | 40 ms | 1 of 2,797,568 px |
+| LRFormer-T | ms | 0 | reference | 0.06 | 43.2% | 7576 ms | |
+| LRFormer-T | ms | 0 | fast, before | 0.13 | 12.1% | 802 ms | |
+| LRFormer-T | ms | 0 | fast, now | 0.09 | **7.4%** | 576 ms | 0 of 1,398,784 px |
+| LRFormer-T+ | ss | 0 | reference | 0.36 | 8.3% | 207 ms | |
+| LRFormer-T+ | ss | 0 | fast, before | 0.50 | 3.5% | 44 ms | |
+| LRFormer-T+ | ss | 0 | fast, now | 0.37 | **5.1%** | 98 ms | 0 of 2,797,568 px |
 
-Random weights make noisy predictions: then few pixels take the consensus label and the fast path scores every pixel
-in bands (the ss row above). An unseeded run whose random weights happened to give smoother maps measured LRFormer-T
-ss at 6.3% outside the forward (21 ms post-processing). Trained models give smooth maps; not measured here (no
-trained weights on this machine).
+(8 images, ms 4. This machine's forward times vary by up to 1.5x between runs of the day, so compare shares and
+post-process times within a row group, not images/s across groups. The differing pixel is a near-tie: top-2 gap
+1.2e-7 of a logit range of 2.7.) LRFormer-T+'s logits come at the input size (Mask2Former upsamples its masks
+before the sigmoid, inside the forward), so its post-processing is one argmax over 512x704x150 scores
+whichever path: its "before" and "now" rows differ by the day, not the method (both versions timed side by side on
+one T+ view: 65-71 ms before, 61-69 ms now, the same labels).
 """
 
 from __future__ import annotations
