@@ -366,13 +366,14 @@ def _window_labels(v: View) -> torch.Tensor:
         b, i, j = ((m <= M) & (m > M // 2)).nonzero(as_tuple=True)
         per = max(1, BAND_BYTES // (4 * rows * cols * M))
         for s in range(0, b.shape[0], per):
-            bb, yy, xx = b[s : s + per], ty[i[s : s + per]], tx[j[s : s + per]]  # image and anchor of each tile
+            bb, ii, jj = b[s : s + per], i[s : s + per], j[s : s + per]  # image, tile down, tile across
+            yy, xx = ty[ii], tx[jj]  # the tiles' window anchors
             cls = torch.argsort(~surv[bb, yy, xx], dim=-1, stable=True)[:, :M]  # survivors first, (n, M)
             sy = yy[:, None] + torch.arange(er, device=m.device)
             sx = xx[:, None] + torch.arange(ec, device=m.device)
             src = v.logits[bb[:, None, None, None], sy[:, :, None, None], sx[:, None, :, None], cls[:, None, None]]
-            oy, ox = fy[i[s : s + per], None] + ar_y, fx[j[s : s + per], None] + ar_x  # (n, rows), (n, cols)
-            ok = (ar_y < ny[i[s : s + per], None])[:, :, None] & (ar_x < nx[j[s : s + per], None])[:, None, :]
+            oy, ox = fy[ii, None] + ar_y, fx[jj, None] + ar_x  # (n, rows), (n, cols): the tiles' pixels
+            ok = (ar_y < ny[ii, None])[:, :, None] & (ar_x < nx[jj, None])[:, None, :]
             oy, ox = oy.clamp_(max=H - 1), ox.clamp_(max=W - 1)
             py, px = wy[oy], wx[ox]  # (n, rows, er), (n, cols, ec)
             z = sum(py[:, :, e, None, None] * src[:, None, e] for e in range(er))  # (n, rows, ec, M)
