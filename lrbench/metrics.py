@@ -1,4 +1,5 @@
-"""mIoU exactly as mmseg's ``IoUMetric`` defines it, accumulated on the model's device with ``torch.bincount``.
+"""mIoU exactly as mmseg's ``IoUMetric`` defines it, accumulated on the model's device (``torch.bincount`` on the
+CPU; on CUDA fixed-size scatter-adds, which never wait for the GPU).
 
 Per class c, over the whole dataset (not a per-image mean), counting only pixels whose label is not ignored:
 intersect_c = #(pred == label == c), pred_c = #(pred == c), label_c = #(label == c),
