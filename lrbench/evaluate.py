@@ -256,11 +256,11 @@ def run_loop(
                     state.skipped.append(item["error"])
                     state.done.add(item["index"])
                 for group in _same_size_groups(good):
-                    images = torch.stack([it["image"] for it in group]).to(device, non_blocking=True)
+                    images = torch.stack([it["image"] for it in group])  # already on the device (_prefetched)
                     with amp_ctx:
                         preds = predict_labels(net, images, cfg.test, cfg.protocol, cfg.mode, cfg.merge, stages)
                     for pred, item in zip(preds, group):
-                        acc.update(pred, item["label"].to(device, non_blocking=True), item["index"])
+                        acc.update(pred, item["label"], item["index"])
                         state.done.add(item["index"])
                         state.step(acc)
                         if progress:

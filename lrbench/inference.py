@@ -390,7 +390,7 @@ def merged_labels(views: list[View], merge: str = "logits") -> torch.Tensor:
     any on CUDA, where the bands need no synchronisation and the bandwidth is there) by bands."""
     if len(views) == 1 and views[0].logits.device.type == "cpu":  # argmax of a softmax = argmax of the logits
         return _window_labels(views[0])
-    B, H, W = views[0].logits.shape[0], views[0].mh.shape[0], views[0].cols[0].shape[0]
+    B, H, W = views[0].logits.shape[0], views[0].rows[0].shape[0], views[0].cols[0].shape[0]
     labels = torch.empty(B, H, W, dtype=torch.long, device=views[0].logits.device)
     for b, r0, r1, acc in _bands(views, merge):
         labels[b, r0:r1] = acc.argmax(-1)
@@ -537,8 +537,9 @@ class Weights:
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class Loaded:
-    """A model ready to run with its recipe's test pipeline: which weights and the test configuration. The model is built (and its weights loaded) when first used, so a caller that only needs to know
-    which weights a name means (a finished ``--resume``) never builds it."""
+    """A model ready to run with its recipe's test pipeline: which weights and the test configuration. The model is
+    built (and its weights loaded) when first used, so a caller that only needs to know which weights a name means (a
+    finished ``--resume``) never builds it."""
 
     weights: Weights
     cfg: TestConfig
