@@ -19,8 +19,8 @@ import torch
 def _pairs():
     import transformers
 
-    from lrbench.models.segformer import CONFIGS as SF
-    from lrbench.models.upernet_swin import CONFIGS as SW
+    from lrbench.engine.models.segformer import CONFIGS as SF
+    from lrbench.engine.models.upernet_swin import CONFIGS as SW
 
     for name in ("segformer-b0", "segformer-b2"):
         c = SF[name]
@@ -50,8 +50,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from lrbench.models import convert_weights, create_model, model_family
-    from lrbench.speed import time_forward
+    from lrbench.engine.models import convert_weights, create_model, model_family
+    from lrbench.engine.speed import time_forward
 
     x = torch.randn(1, 3, *args.size, device=args.device)
     rows = []

@@ -8,7 +8,7 @@ Writes a synthetic ADE20K-layout set (random JPEGs, 512x683 / 683x512 like typic
 a temporary folder and runs the evaluator for every model x protocol x workers x path, recording the labels of both
 paths to count the pixels where they differ. Weights are random (seeded): only the timing is meaningful; random
 weights make noisy predictions, the worst case for the single-view shortcut (few windows with one surviving class).
-The reference path is :func:`lrbench.inference.predict_logits` + argmax, as lrbench did before; its pre-processing is
+The reference path is :func:`lrbench.engine.pipeline.predict_logits` + argmax, as lrbench did before; its pre-processing is
 counted in its post-process column (its views interleave them).
 
 Measured on the 2-core CPU machine (2 threads, random weights seeded 0, 2026-12-01; per image; "outside" = share of
@@ -55,7 +55,7 @@ STAGES = ("decode", "preprocess", "forward", "post-process", "metric")
 
 def reference_labels(model, images, test, protocol="ss", mode="whole", merge="logits", stages=None):
     """The straightforward path: every view's logits resized to the input, then to the original, summed, argmax."""
-    from lrbench.inference import predict_logits
+    from lrbench.engine.pipeline import predict_logits
 
     if stages:
         stages.mark("preprocess")
@@ -86,8 +86,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    import lrbench.evaluate as ev
-    from lrbench.models import create_model
+    import lrbench.engine.evaluate as ev
+    from lrbench.engine.models import create_model
     from lrbench.settings import EvalSettings
 
     from synth import write_dataset

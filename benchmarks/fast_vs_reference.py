@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import reference_lrformer  # noqa: E402
 
-from lrbench.models import create_model  # noqa: E402
-from lrbench.results import device_name  # noqa: E402
+from lrbench.engine.devices import device_name  # noqa: E402
+from lrbench.engine.models import create_model  # noqa: E402
 
 CASES = [
     ("lrformer-t", (512, 512), 150),

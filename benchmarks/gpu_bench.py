@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from lrbench.engine.speed import measure_speed  # noqa: E402
 from lrbench.results import write_result  # noqa: E402
-from lrbench.speed import measure_speed  # noqa: E402
 
 # (model, classes, paper input sizes): ADE20K models at 512 (L and B5 at 640), and the Cityscapes input for the
 # latency-vs-resolution curve of the two families' small models.
@@ -83,8 +83,8 @@ def eval_check(args) -> None:
     """A synthetic ADE20K eval on ``--device`` and on the CPU: the mIoU must agree to 0.01."""
     from conftest import _mmengine_bytes, _randomize
 
-    from lrbench.evaluate import evaluate
-    from lrbench.models import create_model
+    from lrbench.engine.evaluate import evaluate
+    from lrbench.engine.models import create_model
     from lrbench.settings import EvalSettings
 
     from synth import write_dataset

@@ -25,9 +25,9 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np, torch
 sys.path.insert(0, "tests")
-import lrbench.predictions as P
-from lrbench.inference import predict_logits
-from lrbench.models import create_model
+import lrbench.engine.predictions as P
+from lrbench.engine.pipeline import predict_logits
+from lrbench.engine.models import create_model
 model, photo, out, path = sys.argv[1:5]
 if path == "reference":
     def call(self, images):

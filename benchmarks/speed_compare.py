@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from lrbench.speed import measure_speed
+    from lrbench.engine.speed import measure_speed
 
     models = list(dict.fromkeys([args.reference, *args.models]))
     rows = []

@@ -1,13 +1,14 @@
-"""The scaling study behind LRFormer's central claim (``lrbench claims``).
+"""Judging the LRSA scaling study (``lrbench claims``): the verdicts and the plot, from measured rows (the
+measuring is :mod:`lrbench.engine.measure`). Reading only: a report re-judges stored results without torch.
 
 LRSA pools queries and keys/values to a fixed low-resolution grid, so its attention matmuls cost the same at any input
-size; only the pooling and the bilinear upsampling back to full resolution grow (linearly) with the pixels. This
-module measures that against full multi-head self-attention (MHSA) and SegFormer's spatial-reduction attention (SRA,
+size; only the pooling and the bilinear upsampling back to full resolution grow (linearly) with the pixels. The study
+measures that against full multi-head self-attention (MHSA) and SegFormer's spatial-reduction attention (SRA,
 reduction 8/4/2/1 by stage), one attention layer per stage at matched channels (LRFormer-S / SegFormer-B2 stage
 widths 64/128/320/512), and compares whole-model cost of LRFormer-S, SegFormer-B2 and UperNet-Swin-T, and of LRFormer-S+
 against Mask2Former-Swin-T/S (all Mask2Former models counted over their whole inference, image to per-class scores).
 
-FLOPs here are counted on the meta device with ``lrbench flops``' own counter (:func:`lrbench.complexity.count_macs`:
+FLOPs here are counted on the meta device with ``lrbench flops``' own counter (:func:`lrbench.engine.complexity.count_macs`:
 no memory, any resolution, multiply-adds in the papers' convention); "attention" FLOPs are its attention kernels. Latencies are real CPU/GPU forwards; a layer whose cost exceeds ``max_gmacs`` is not timed (MHSA at high
 resolution would take minutes) and is marked as skipped. Every verdict is computed from these measurements.
 """
@@ -16,16 +17,7 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn as nn
-
-from .complexity import count_macs
 from .fileio import atomic_write_bytes
-from .models import create_model
-from .models.lrformer import PoolingAttention
-from .models.segformer import EfficientAttention
-from .results import check_device, device_name
-from .speed import time_forward
 
 SIZES: list[tuple[int, int]] = [
     (256, 256),
@@ -47,73 +39,9 @@ PLUS_RIVALS = ("mask2former-swin-t", "mask2former-swin-s")  # the Mask2Former ba
 MODELS = LRHEAD_MODELS + ("lrformer-s-plus",) + PLUS_RIVALS
 
 
-class LRSALayer(nn.Module):
-    """One LRSA token mixer with its stage's shared depth-wise convs (as in an LRFormer block)."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.attn = PoolingAttention(dim, heads)
-        self.d_convs = nn.ModuleList(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim) for _ in range(4))
-
-    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        return self.attn(x, H, W, self.d_convs)
-
-
-def attention_layer(kind: str, stage: int) -> nn.Module:
-    """One layer of ``kind`` at a stage's width, in the channels-last layout the models run it in (its convs see
-    channels-last maps: weights in the same layout, so no kind pays for a conversion)."""
-    C, h = STAGE_DIMS[stage], STAGE_HEADS[stage]
-    layer = LRSALayer(C, h) if kind == "LRSA" else EfficientAttention(C, h, 1 if kind == "MHSA" else SR_RATIOS[stage])
-    return layer.to(memory_format=torch.channels_last)
-
-
-def meta_macs(fn) -> tuple[float, float]:
-    """(total GMACs, attention-kernel GMACs) of ``fn()`` in ``lrbench flops``' convention."""
-    res = count_macs(fn)
-    # attention kernels: SDPA, or the batched matmuls it decomposes into on the meta device (linears are mm/addmm)
-    core = sum(v for k, v in res["by_operator"].items() if k in ("attention", "matmul (attention)"))
-    return res["total"] / 1e9, core / 1e9
-
-
-def _stage_hw(size: tuple[int, int], stage: int) -> tuple[int, int]:
-    s = STAGE_STRIDES[stage]
-    return math.ceil(size[0] / s), math.ceil(size[1] / s)
-
-
-def attention_cost(kind: str, size: tuple[int, int]) -> dict:
-    """GMACs of one layer of ``kind`` at every stage for an input of ``size`` (meta device)."""
-    total = core = 0.0
-    for stage in range(4):
-        with torch.device("meta"):
-            layer = attention_layer(kind, stage)
-        H, W = _stage_hw(size, stage)
-        x = torch.zeros(1, H * W, STAGE_DIMS[stage], device="meta")
-        t, c = meta_macs(lambda: layer(x, H, W))
-        total, core = total + t, core + c
-    return {"gmacs": total, "core_gmacs": core}
-
-
-def attention_latency(kind: str, size: tuple[int, int], device: str, warmup: int, iters: int) -> float:
-    """Median ms of one layer of ``kind`` per stage (summed over the four stages), random weights and input."""
-    total = 0.0
-    for stage in range(4):
-        layer = attention_layer(kind, stage).to(device).eval()
-        H, W = _stage_hw(size, stage)
-        x = torch.randn(1, H * W, STAGE_DIMS[stage], device=device)
-        total += time_forward(lambda: layer(x, H, W), device, warmup, iters)["median_ms"]
-    return total
-
-
 def classes_for(size: tuple[int, int]) -> int:
     """Cityscapes' 19 classes at its 1024x2048 input, ADE20K's 150 otherwise (as the published counts)."""
     return 19 if tuple(size) == (1024, 2048) else 150
-
-
-def model_gmacs(name: str, size: tuple[int, int]) -> float:
-    with torch.device("meta"):
-        model = create_model(name, num_classes=classes_for(size))
-    x = torch.zeros(1, 3, *size, device="meta")
-    return meta_macs(lambda: model(x))[0]
 
 
 def _slope(rows: list[dict], key: str) -> float:
@@ -122,50 +50,6 @@ def _slope(rows: list[dict], key: str) -> float:
     (a, b) = sq
     pa, pb = a["size"][0] * a["size"][1], b["size"][0] * b["size"][1]
     return math.log(b[key] / a[key]) / math.log(pb / pa)
-
-
-def run_claims(
-    sizes: list[tuple[int, int]] | None = None,
-    device: str = "cpu",
-    warmup: int = 1,
-    iters: int = 3,
-    max_gmacs: float = 150.0,
-    progress=None,
-) -> dict:
-    """Measure attention and whole-model cost over ``sizes`` and judge each claim from the measurements."""
-    check_device(device)
-    sizes = [tuple(s) for s in (sizes or SIZES)]
-    attn_rows, model_rows = [], []
-    steps = len(sizes) * (len(KINDS) + len(MODELS))
-    done = 0
-    for size in sizes:
-        for kind in KINDS:
-            cost = attention_cost(kind, size)
-            row = {"size": list(size), "kind": kind, **cost, "latency_ms": None}
-            if cost["gmacs"] <= max_gmacs:
-                row["latency_ms"] = attention_latency(kind, size, device, warmup, iters)
-            attn_rows.append(row)
-            done += 1
-            if progress:
-                progress(done, steps, f"{kind} {size[0]}x{size[1]}")
-        for name in MODELS:
-            model_rows.append({"size": list(size), "model": name, "gmacs": model_gmacs(name, size)})
-            done += 1
-            if progress:
-                progress(done, steps, f"{name} {size[0]}x{size[1]}")
-    return {
-        "meta": {
-            "device": device,
-            "device_name": device_name(device),
-            "torch": torch.__version__,
-            "max_gmacs": max_gmacs,
-            "warmup": warmup,
-            "iters": iters,
-        },
-        "attention": attn_rows,
-        "models": model_rows,
-        "claims": judge_claims(attn_rows, model_rows),
-    }
 
 
 def _claim(claim: str, holds: bool, evidence: str) -> dict:
@@ -278,6 +162,15 @@ def judge_claims(attn_rows: list[dict], model_rows: list[dict]) -> list[dict]:
 
 def plot_claims(result: dict, path: str) -> None:
     """PNG: attention GMACs and latency vs pixels (log-log) per kind, and whole-model GMACs per model."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_claims(result)
+    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def draw_claims(result: dict):
+    """The figure of :func:`plot_claims`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -308,5 +201,4 @@ def plot_claims(result: dict, path: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    return fig

@@ -1,8 +1,10 @@
-"""The ``lrbench`` command line: a thin Typer layer over :mod:`lrbench.commands` (parse, call one function, render).
+"""The ``lrbench`` command line: a thin Typer layer over :mod:`lrbench.commands` (the reading commands) and
+:mod:`lrbench.engine.commands` (those that build or run a model): parse, call one function, render.
 
-Importing this module does not import torch: fixed choices come from :mod:`lrbench.names` and
-:mod:`lrbench.datasets`, and each command imports :mod:`lrbench.commands` when it runs, so ``--help`` and argument
-errors answer at once. Errors: a :class:`~lrbench.errors.LrbenchError` or a bad argument prints one line
+Importing this module does not import torch, and neither do the reading commands (``models``, ``zoo list|info|lock``,
+``compare``, ``report``, ``data check``), ``--help`` or an argument error: the engine is imported only when an engine
+command runs, after its arguments were checked. Tables go to a terminal as rich tables and anywhere else (a pipe, a
+file) as whole, unwrapped plain rows. Errors: a :class:`~lrbench.errors.LrbenchError` or a bad argument prints one line
 ``error: ...`` on stderr and exits 2; Ctrl-C exits 130 and SIGTERM 143 (an eval saves its state first); anything
 else is a bug and shows its traceback.
 """
@@ -48,6 +50,9 @@ from .settings import (
     check_shape,
 )
 from .version import __version__
+
+if typing.TYPE_CHECKING:
+    from .zoo import Resolved
 
 console = Console()
 err_console = Console(stderr=True)
@@ -131,21 +136,60 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets: check a folder befo
 app.add_typer(data_app, name="data")
 
 
-def _preflight(model: str | None = None, entry: str | None = None, shape=None, sha256: str | None = None) -> None:
+def _preflight(
+    model: str | None = None,
+    entry: str | None = None,
+    shape=None,
+    sha256: str | None = None,
+    dataset: str | None = None,
+    recipe: bool = True,
+) -> Resolved | None:
     """Argument errors that need no model, answered before torch is imported: unknown names (with a did-you-mean),
-    ``--shape`` rules, the ``--sha256`` format."""
+    a zoo entry on another dataset, an architecture without a test recipe there (``recipe``), ``--shape`` rules, the
+    ``--sha256`` format. Returns what ``model`` resolved to (None when not asked)."""
+    from .zoo import resolve
+
     arch = check_model_name(model) if model else None
+    resolved = resolve(model, dataset) if model and recipe else None
     if entry:
         check_entry_name(entry)
     check_shape(shape, arch)
     check_sha256(sha256)
+    return resolved
 
 
-def _commands():
-    """The command implementations (imports torch: only when a command runs)."""
+def _reading():
+    """The reading commands (:mod:`lrbench.commands`: the manifest, results, numpy; never torch), imported when one
+    runs so that ``--help`` and argument errors stay at typer's own start-up cost."""
     from . import commands
 
     return commands
+
+
+def _engine():
+    """The commands that build or run a model (imports torch: only when one of them runs)."""
+    from .engine import commands as engine_commands
+
+    return engine_commands
+
+
+def show(table: Table) -> None:
+    """A table on stdout: rich on a terminal; elsewhere (piped, redirected) its title and whole rows as plain text,
+    columns aligned and never wrapped or cut, so ``lrbench zoo list | grep mmseg`` sees every name whole."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.text import Text
+
+    plain = lambda cell: Text.from_markup(cell).plain if isinstance(cell, str) else str(cell)  # noqa: E731
+    cols = [[plain(c.header)] + [plain(v) for v in c._cells] for c in table.columns]
+    widths = [max(len(v) for v in col) for col in cols]
+    lines = [plain(table.title)] if table.title else []
+    rows = zip(*cols) if table.show_header else list(zip(*cols))[1:]
+    for row in rows:
+        cells = [v.rjust(w) if c.justify == "right" else v.ljust(w) for v, w, c in zip(row, widths, table.columns)]
+        lines.append("  ".join(cells).rstrip())
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def print_json(obj: object, indent: int | None = 2) -> None:
@@ -218,7 +262,7 @@ NAME = "Architecture (lrformer-s; see `lrbench models`) or zoo entry (lrformer-s
 @app.command("models", epilog="Example: lrbench models --family lrformer")
 def models_cmd(family: Optional[Family] = typer.Option(None, help="Only this family."), json_out: bool = JSON) -> None:
     """List the registered architectures with parameter counts and stage layout."""
-    rows = _commands().models(family)
+    rows = _reading().models(family)
     if json_out:
         print_json(rows)
         return
@@ -239,7 +283,7 @@ def models_cmd(family: Optional[Family] = typer.Option(None, help="Only this fam
             "/".join(map(str, r["depths"])),
             str(r["output_stride"] or "-"),
         )
-    console.print(table)
+    show(table)
 
 
 @app.command("flops", epilog="Example: lrbench flops lrformer-s_cityscapes   (1024x2048, 19 classes)")
@@ -256,9 +300,7 @@ def flops_cmd(
 ) -> None:
     """Parameters and GFLOPs (fvcore's convention: 1 multiply-add = 1 FLOP, backbone + decode head; shapes only)."""
     _preflight(model, shape=shape)
-    res = with_progress(
-        f"flops {model}", _commands().flops, model, shape, dataset, num_classes, out, overwrite, total=3
-    )
+    res = with_progress(f"flops {model}", _engine().flops, model, shape, dataset, num_classes, out, overwrite, total=3)
     if json_out:
         print_json(res)
         return
@@ -272,7 +314,7 @@ def flops_cmd(
     if res["gflops"] > res["gflops_backbone"] + res["gflops_head"] + 1e-9:  # counted by this family's convention
         table.add_row("semantic inference", "", f"{semantic:.2f}")
     table.add_row("total", f"{res['params'] / 1e6:.2f}", f"{res['gflops']:.2f}", style="bold")
-    console.print(table)
+    show(table)
     if res["gflops_full"] > res["gflops"] + 1e-9:
         console.print(
             f"whole inference (with the semantic combination, {semantic:.2f}, which this family's published "
@@ -301,8 +343,8 @@ def speed_cmd(
 ) -> None:
     """Forward latency (median, IQR) and images/s, with the device and settings it was measured with."""
     settings = (batch_size, dtype, channels_last, compile, device, warmup, iters, out, overwrite)
-    _preflight(model, shape=shape)
-    res = with_progress(f"speed {model}", _commands().speed, model, shape, dataset, *settings, total=warmup + iters)
+    _preflight(model, shape=shape, dataset=dataset)
+    res = with_progress(f"speed {model}", _engine().speed, model, shape, dataset, *settings, total=warmup + iters)
     if json_out:
         print_json(res)
         return
@@ -330,7 +372,7 @@ def claims_cmd(
     json_out: bool = JSON,
 ) -> None:
     """The LRSA scaling study: attention and whole-model cost vs resolution, with a verdict per claim."""
-    res = with_progress("claims", _commands().claims, quick, device, out, plot, overwrite)
+    res = with_progress("claims", _engine().claims, quick, device, out, plot, overwrite)
     if json_out:
         print_json(res)
         return
@@ -339,7 +381,7 @@ def claims_cmd(
         table.add_column(col, overflow="fold")
     for c in res["claims"]:
         table.add_row(c["claim"], f"[{'green' if c['verdict'] == 'holds' else 'red'}]{c['verdict']}[/]", c["evidence"])
-    console.print(table)
+    show(table)
     if plot:
         console.print(f"plot: {plot}")
 
@@ -401,6 +443,7 @@ def eval_cmd(
 ) -> None:
     """mIoU on a validation set with the standard protocol (resumable; distributed under torchrun)."""
     settings.check()  # every argument error that needs no model: before torch is imported
+    resolved = _preflight(settings.model, dataset=settings.dataset)
     model = settings.model
     quiet = int(os.environ.get("RANK", "0")) > 0  # under torchrun only rank 0 reports
     with progress_bar(disable=quiet) as bar:
@@ -412,9 +455,9 @@ def eval_cmd(
                 miou["text"] = f"mIoU {summary['mIoU']:.2f}"
             bar.update(task, completed=done, total=total, status=miou["text"])
 
-        from .evaluate import evaluate  # torch: only once the arguments are known to be good
+        from .engine.evaluate import evaluate  # torch: only once the arguments are known to be good
 
-        res = evaluate(settings, progress=update)
+        res = evaluate(settings, progress=update, resolved=resolved)
         out = res["out"]
     if quiet:
         return
@@ -451,7 +494,7 @@ def eval_cmd(
     for r in res["per_class"]:
         if r["IoU"] is not None:
             table.add_row(r["class"], f"{r['IoU']:.2f}", _fmt(r["Acc"], ".2f"))
-    console.print(table)
+    show(table)
     rate = res["timings"]["images_per_s"]
     ci = f" (95% CI {res['miou_ci95'][0]:.2f}–{res['miou_ci95'][1]:.2f})" if res.get("miou_ci95") else ""
     console.print(
@@ -482,10 +525,10 @@ def predict_cmd(
     json_out: bool = typer.Option(False, "--json", help="Per image: outputs and class areas (pixel fractions)."),
 ) -> None:
     """Label maps (palette PNG) and overlays of a model's predictions, with the same pipeline eval scores."""
-    _preflight(model)
+    _preflight(model, dataset=dataset)
     records = with_progress(
         "predict",
-        _commands().predict,
+        _engine().predict,
         model,
         inputs,
         out,
@@ -517,7 +560,7 @@ def compare_cmd(
     json_out: bool = JSON,
 ) -> None:
     """A - B in mIoU with its 95% confidence interval from a paired bootstrap over the images (see lrbench.stats)."""
-    res = _commands().compare(result_a, result_b)
+    res = _reading().compare(result_a, result_b)
     if json_out:
         print_json(res)
         return
@@ -536,7 +579,7 @@ def report_cmd(
     plots: str = typer.Option("plots", help="Folder for the PNG plots."),
 ) -> None:
     """Regenerate RESULTS.md (+ CSV and plots) from result files and the zoo's published numbers."""
-    paths = _commands().report(results, out, plots)
+    paths = _reading().report(results, out, plots)
     _notes(paths["ignored"])
     console.print(f"wrote {paths['report']}, {paths['csv']} and {len(paths['plots'])} plots")
 
@@ -554,7 +597,7 @@ def reproduce_cmd(
     """The main job: params, FLOPs, the claims study, speed (and evals with --data-root) -> RESULTS.md.
     Under torchrun every eval is sharded across the ranks; rank 0 writes the results and the report."""
     t0 = time.perf_counter()
-    run = _commands().run_reproduce
+    run = _engine().run_reproduce
     outcome = with_progress("reproduce", run, data_root, quick, results, out, plots, device, evals_only=evals_only)
     if int(os.environ.get("RANK", "0")) > 0:  # under torchrun only rank 0 reports
         return
@@ -584,8 +627,8 @@ def convert_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Convert a checkpoint to lrbench-named safetensors (checked strictly against the model first)."""
-    _preflight(model)
-    res = _commands().convert(model, checkpoint, out, dataset, num_classes, overwrite)
+    _preflight(model, recipe=False)
+    res = _engine().convert(model, checkpoint, out, dataset, num_classes, overwrite)
     console.print(f"{checkpoint} -> {out} ({res['arch']}, {res['num_classes']} classes, {res['tensors']} tensors)")
 
 
@@ -596,7 +639,7 @@ def zoo_list_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Every zoo entry with its published numbers."""
-    entries = _commands().zoo_list(dataset, family)
+    entries = _reading().zoo_list(dataset, family)
     if json_out:
         print_json(entries)
         return
@@ -628,7 +671,7 @@ def zoo_list_cmd(
             _fmt(p.get("miou_ms")),
             w,
         )
-    console.print(table)
+    show(table)
 
 
 @zoo_app.command("info", epilog="Example: lrbench zoo info lrformer-l_ade20k")
@@ -637,7 +680,7 @@ def zoo_info_cmd(
 ) -> None:
     """Everything the manifest knows about one entry, and where its converted weights are cached."""
     _preflight(entry=name)
-    info = _commands().zoo_info(name)
+    info = _reading().zoo_info(name)
     if json_out:
         print_json(info)
         return
@@ -648,7 +691,7 @@ def zoo_info_cmd(
         if isinstance(v, dict):
             v = ", ".join(f"{a}={b}" for a, b in v.items())
         table.add_row(k, "-" if v is None else str(v))
-    console.print(table)
+    show(table)
 
 
 @zoo_app.command("pull", epilog="Example: lrbench zoo pull lrformer-t_ade20k --revision main")
@@ -665,7 +708,7 @@ def zoo_pull_cmd(
     _preflight(entry=name, sha256=sha256)
     res = with_progress(
         name,
-        _commands().zoo_pull,
+        _engine().zoo_pull,
         name,
         revision=revision,
         force=force,
@@ -692,7 +735,7 @@ def zoo_lock_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Write the entries pulled so far, pinned to the exact files (commit, sha256), as a shareable manifest."""
-    res = _commands().zoo_lock(out, overwrite)
+    res = _reading().zoo_lock(out, overwrite)
     if json_out:
         print_json(res)
         return
@@ -716,7 +759,7 @@ def zoo_publish_cmd(
 ) -> None:
     """Verify, convert to safetensors and publish a zoo entry's weights with a model card; prints the manifest lines."""
     _preflight(entry=name)
-    res = _commands().zoo_publish(name, checkpoint, repo_id, revision, private, dry_run, results)
+    res = _engine().zoo_publish(name, checkpoint, repo_id, revision, private, dry_run, results)
     if json_out:
         print_json(res)
         return
@@ -732,7 +775,7 @@ def zoo_publish_cmd(
 @app.command("env", epilog="Example: lrbench env --json > env.json   (attach it to a bug report)")
 def env_cmd(json_out: bool = JSON) -> None:
     """Versions, devices, the hub endpoint (and whether it answers) and the caches: what a bug report needs."""
-    from .environment import environment
+    from .engine.environment import environment
 
     res = environment()
     if json_out:
@@ -754,7 +797,7 @@ def env_cmd(json_out: bool = JSON) -> None:
         size = "absent" if v["bytes"] is None else f"{v['bytes'] / 2**20:.1f} MiB"
         table.add_row(k, f"{v['path']} ({size})")
     table.add_row("zoo manifest ($LRBENCH_ZOO)", res["zoo_manifest"] or "-")
-    console.print(table)
+    show(table)
 
 
 @data_app.command("check", epilog="Example: lrbench data check cityscapes --data-root ~/data --full")
@@ -765,7 +808,7 @@ def data_check_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Which layout and label form a dataset folder has, its counts against the official val size, unmatched files."""
-    from .data import check_dataset
+    from .layouts import check_dataset
 
     if full:
         res = with_progress(f"checking {dataset}", check_dataset, dataset, data_root, True)

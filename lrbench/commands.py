@@ -1,32 +1,22 @@
-"""What each ``lrbench`` command does, as plain functions with typed signatures: resolve names, check outputs before
-any work, call the library, write the result record. The CLI (``lrbench.cli``) only parses arguments and renders what
-these return; tests call them directly too."""
+"""What each reading ``lrbench`` command does (``models``, ``zoo list|info|lock``, ``compare``, ``report``), as plain
+functions with typed signatures: they read the manifest, recipes and result files and never import torch. The commands
+that build or run a model are :mod:`lrbench.engine.commands`. The CLI (``lrbench.cli``) only parses arguments and
+renders what these return; tests call them directly too."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from . import claims as claims_mod
-from .complexity import count_flops
-from .datasets import get_spec
-from .errors import ConfigError, OutputError, UsageError
+from .errors import OutputError
 from .fileio import check_writable
-from .models import describe_models
-from .predictions import load_predictor, predict_files
-from .publish import publish
-from .report import write_report
-from .reproduce import Outcome, reproduce
-from .results import per_image_of, read_eval, resolve_device, write_result
-from .speed import measure_speed
-from .stats import paired_diff
-from .zoo import ZooEntry, get_entry, list_entries, lock, pull, resolution, resolve, weights_dir
-from .zoo import convert as zoo_convert
+from .results import per_image_of, read_eval
+from .zoo import ZooEntry, describe_models, get_entry, list_entries, lock, resolution, weights_dir
 
 Progress = Callable[[int, int, str], None]
 
 
-def _output(out: str | None, overwrite: bool, what: str = "--out") -> Path | None:
+def check_output(out: str | None, overwrite: bool, what: str = "--out") -> Path | None:
     """Refuse to replace a file without --overwrite, and check that it can be written, before any work."""
     if out is None:
         return None
@@ -40,129 +30,19 @@ def models(family: str | None = None) -> list[dict]:
     return describe_models(family)  # an unknown family is refused by list_models
 
 
-def flops(
-    model: str,
-    shape: tuple[int, int] | None = None,
-    dataset: str | None = None,
-    num_classes: int | None = None,
-    out: str | None = None,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> dict:
-    """``lrbench flops``: an architecture or zoo entry at its recipe's (or the given) shape and class count."""
-    out_path = _output(out, overwrite)
-    r = resolve(model, dataset)
-    res = count_flops(r.arch, shape, num_classes if num_classes is not None else r.num_classes, r.dataset, progress)
-    res["dataset"] = r.dataset
-    if out_path is not None:
-        write_result(out_path, "flops", **res)
-    return res
-
-
-def speed(
-    model: str,
-    shape: tuple[int, int] | None = None,
-    dataset: str | None = None,
-    batch_size: int = 1,
-    dtype: str = "fp32",
-    channels_last: bool = False,
-    compile: bool = False,
-    device: str = "auto",
-    warmup: int = 3,
-    iters: int = 10,
-    out: str | None = None,
-    overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """``lrbench speed``: forward latency of an architecture or zoo entry (random weights and input)."""
-    out_path = _output(out, overwrite)
-    device = resolve_device(device)
-    r = resolve(model, dataset)
-    res = measure_speed(
-        r.arch,
-        tuple(shape or r.recipe["flops_shape"]),
-        batch_size,
-        dtype,
-        channels_last,
-        compile,
-        device,
-        warmup,
-        iters,
-        num_classes=r.num_classes,
-        progress=progress,
-    )
-    if out_path is not None:
-        write_result(out_path, "speed", **res)
-    return res
-
-
-def claims(
-    quick: bool = False,
-    device: str = "cpu",
-    out: str | None = None,
-    plot: str | None = None,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> dict:
-    """``lrbench claims``: the LRSA scaling study with a verdict per claim."""
-    out_path = _output(out, overwrite)
-    plot_path = _output(plot, overwrite, "--plot")
-    res = claims_mod.run_claims(
-        claims_mod.QUICK_SIZES if quick else None, device=resolve_device(device), progress=progress
-    )
-    if out_path is not None:
-        write_result(out_path, "claims", **res)
-    if plot_path is not None:
-        claims_mod.plot_claims(res, str(plot_path))
-    return res
-
-
 def compare(result_a: str, result_b: str) -> dict:
     """``lrbench compare``: mIoU(A) - mIoU(B) with its 95% paired-bootstrap interval over the same images."""
+    from .stats import paired_diff  # numpy: only for this command
+
     a, b = read_eval(result_a), read_eval(result_b)
     return paired_diff(per_image_of(a, result_a), per_image_of(b, result_b))
 
 
 def report(results: str = "results", out: str = "RESULTS.md", plots: str = "plots") -> dict:
+    from .report import write_report  # pandas and matplotlib: only for this command
+
     check_writable(out)
     return write_report(results, out, plots)
-
-
-def run_reproduce(
-    data_root: str | None = None,
-    quick: bool = False,
-    results: str | None = None,
-    out: str = "RESULTS.md",
-    plots: str | None = None,
-    device: str = "auto",
-    progress: Progress | None = None,
-    evals_only: bool = False,
-) -> Outcome:
-    return reproduce(data_root, quick, results, out, plots, resolve_device(device), progress, evals_only)
-
-
-def convert(
-    model: str,
-    checkpoint: str,
-    out: str,
-    dataset: str | None = None,
-    num_classes: int | None = None,
-    overwrite: bool = False,
-) -> dict:
-    """``lrbench convert``: a checkpoint in lrbench-named safetensors, checked strictly against the model first."""
-    if not out.endswith(".safetensors"):
-        raise UsageError(f"{out}: the output must be a .safetensors file")
-    _output(out, overwrite, "OUT")
-    if not Path(checkpoint).is_file():
-        raise UsageError(f"CHECKPOINT {checkpoint}: file not found")
-    try:
-        r = resolve(model, dataset)
-        arch, k = r.arch, r.num_classes
-    except ConfigError:  # an architecture with no test recipe for that dataset: converting does not need one
-        arch, k = model, get_spec(dataset).num_classes
-    k = num_classes if num_classes is not None else k
-    net, notes = zoo_convert(arch, checkpoint, out, k)
-    return {"arch": arch, "num_classes": k, "tensors": len(net.state_dict()), "out": out, "notes": notes}
 
 
 def _entry_row(e: ZooEntry) -> dict:
@@ -189,44 +69,7 @@ def zoo_info(name: str) -> dict:
     return _entry_row(e) | {"resolved": pin.describe() if pin else None, "cache": str(weights_dir(e.name))}
 
 
-def zoo_pull(name: str, **kwargs) -> dict:
-    return pull(name, **kwargs)
-
-
 def zoo_lock(out: str, overwrite: bool = False) -> dict:
     """``lrbench zoo lock``: the remembered resolutions as a manifest to share or commit."""
     check_writable(out)
     return lock(out, overwrite)
-
-
-def predict(
-    model: str,
-    inputs: list[str],
-    out: str,
-    dataset: str | None = None,
-    checkpoint: str | None = None,
-    protocol: str = "ss",
-    mode: str | None = None,
-    alpha: float = 0.5,
-    batch_size: int = 1,
-    device: str = "auto",
-    dtype: str = "fp32",
-    overwrite: bool = False,
-    skip_bad: bool = False,
-    progress: Progress | None = None,
-) -> list[dict]:
-    """``lrbench predict``: label PNGs and overlays for image files, folders or globs."""
-    predictor = load_predictor(model, dataset, checkpoint, protocol, mode, resolve_device(device), dtype)
-    return predict_files(predictor, inputs, out, alpha, overwrite, skip_bad, batch_size, progress)
-
-
-def zoo_publish(
-    name: str,
-    checkpoint: str,
-    repo_id: str,
-    revision: str = "main",
-    private: bool = False,
-    dry_run: str | None = None,
-    results: str | None = "results",
-) -> dict:
-    return publish(name, checkpoint, repo_id, revision, private, dry_run, results)

@@ -10,7 +10,7 @@ MS_MERGES = ("logits", "softmax")
 DTYPES = ("fp32", "bf16", "fp16")
 DEVICES = ("cpu", "cuda")
 
-# Every registered architecture and its family (lrbench.models checks its CONFIGS against this at import), so that
+# Every registered architecture and its family (lrbench.engine.models checks its CONFIGS against this at import), so that
 # an unknown name is answered before torch is imported.
 ARCHITECTURES: dict[str, str] = {
     **{f"lrformer-{v}": "lrformer" for v in ("t", "s", "b", "l", "xl")},

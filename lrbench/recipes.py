@@ -11,8 +11,8 @@ import yaml
 
 from .datasets import get_spec
 from .errors import ConfigError, UnknownNameError
-from .fileio import data_dir
-from .models import model_family
+from .fileio import data_dir, read_yaml
+from .settings import model_family
 
 RECIPES_DIR = Path(os.environ.get("LRBENCH_RECIPES") or data_dir("recipes"))
 REQUIRED = ("name", "family", "dataset", "test", "flops_shape")
@@ -24,7 +24,7 @@ def load_recipes() -> dict[str, dict]:
     out = {}
     for path in sorted(RECIPES_DIR.glob("*.yaml")):
         try:
-            r = yaml.safe_load(path.read_text())
+            r = read_yaml(path)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         missing = [k for k in REQUIRED if k not in (r or {})]

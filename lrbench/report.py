@@ -15,20 +15,27 @@ checkpoint, another mode -- is listed under "Your runs" with the reason, and nev
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
+import json
 import math
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import torch
+from PIL import Image
 
-from .claims import plot_claims
+from . import claims
 from .datasets import DATASETS
 from .fileio import atomic_write_bytes
 from .recipes import get_recipe
 from .results import git_commit, load_results
 from .stats import load_per_image, paired_diff
-from .version import __version__
+from .version import __version__, torch_version
 from .zoo import ZooEntry, load_zoo
 
 FLOPS_TOL = 0.05
@@ -232,7 +239,7 @@ def _num(v) -> bool:
 
 
 # (family, rival families, GFLOPs column compared): each family against the other at its published convention, except
-# Mask2Former models, whose published counts differ in convention (see lrbench.complexity): measured figures of both
+# Mask2Former models, whose published counts differ in convention (see lrbench.engine.complexity): measured figures of both
 # are then compared over the whole inference.
 FAMILY_PAIRS = (
     ("lrformer", ("segformer",), "gflops"),
@@ -371,7 +378,7 @@ def render(
         "",
         "GFLOPs: fvcore's convention (one multiply-add = one FLOP), backbone + decode head, at the published input size; "
         "Mask2Former models in their papers' convention: LRFormer+ backbone + head (mmseg), the Mask2Former baselines "
-        "(Swin, ResNet) the whole inference including the semantic combination (detectron2); see `lrbench.complexity`. "
+        "(Swin, ResNet) the whole inference including the semantic combination (detectron2); see `lrbench.engine.complexity`. "
         f"mIoU verdict tolerance ±{MIOU_TOL}; GFLOPs ±{FLOPS_TOL:.0%}.",
     ]
     if others:
@@ -423,7 +430,7 @@ def render(
         "",
         "## Provenance",
         "",
-        f"- lrbench {__version__}, git {commit or git_commit()}, torch {torch.__version__}",
+        f"- lrbench {__version__}, git {commit or git_commit()}, torch {torch_version()}",
         f"- devices: {', '.join(devices) or '–'}",
         f"- results dated {dates[0] if dates else '–'} to {dates[-1] if dates else '–'}",
         f"- inputs: {sum(len(v) for v in results.values())} result files "
@@ -438,15 +445,49 @@ def render(
     return "\n".join(L), csv
 
 
-def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str) -> None:
-    """PNG: mIoU (measured where present, else published) vs GFLOPs, one line per family."""
+def plot_once(path: str, inputs, draw: Callable[[], Any]) -> None:
+    """Write the PNG ``draw()`` makes, unless the file at ``path`` was drawn from the same ``inputs`` by the same code
+    (a digest kept in the PNG's text chunk): regenerating an unchanged report then only reads."""
+    code = [_plot_code(), importlib.metadata.version("matplotlib")]
+    digest = hashlib.sha256(json.dumps([inputs, code], sort_keys=True, default=str).encode()).hexdigest()
+    try:
+        with Image.open(path) as im:
+            if getattr(im, "text", {}).get("lrbench-digest") == digest:
+                return
+    except (OSError, ValueError):
+        pass
+    import matplotlib.pyplot as plt
+
+    fig = draw()
+    meta = {"Software": None, "lrbench-digest": digest}
+    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", metadata=meta))
+    plt.close(fig)
+
+
+@functools.cache
+def _plot_code() -> str:
+    """A digest of the code that draws the plots (this module and the claims module)."""
+    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (claims, sys.modules[__name__]))).hexdigest()
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str) -> None:
+    """PNG: mIoU (measured where present, else published) vs GFLOPs, one line per family."""
     df = tables[dataset]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    cols = ["family", "model", "gflops", "gflops_pub", "miou_ss", "miou_ss_pub"]
+    plot_once(path, [dataset, df[cols].astype(object).values.tolist()], lambda: _draw_miou_vs_gflops(df, dataset))
+
+
+def _draw_miou_vs_gflops(df: pd.DataFrame, dataset: str):
+    fig, ax = _pyplot().subplots(figsize=(6, 4.2))
     styles = (
         ("lrformer", "o-"),
         ("segformer", "s--"),
@@ -483,8 +524,7 @@ def plot_miou_vs_gflops(tables: dict[str, pd.DataFrame], path: str, dataset: str
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None}))
-    plt.close(fig)
+    return fig
 
 
 def plot_latency_vs_resolution(speed: list[dict], path: str) -> bool:
@@ -499,12 +539,12 @@ def plot_latency_vs_resolution(speed: list[dict], path: str) -> bool:
     series = {k: sorted(set(v)) for k, v in series.items() if len({p for p, _ in v}) >= 2}
     if not series:
         return False
-    import matplotlib
+    plot_once(path, sorted(series.items()), lambda: _draw_latency(series))
+    return True
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+def _draw_latency(series: dict[tuple[str, str, str], list[tuple[int, float]]]):
+    fig, ax = _pyplot().subplots(figsize=(6.5, 4.5))
     for (model, device, dtype), pts in sorted(series.items()):
         style = "o-" if model.startswith("lrformer") else "s--"
         ax.plot([p for p, _ in pts], [t for _, t in pts], style, label=f"{model} {dtype} ({device})")
@@ -515,9 +555,7 @@ def plot_latency_vs_resolution(speed: list[dict], path: str) -> bool:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None}))
-    plt.close(fig)
-    return True
+    return fig
 
 
 def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_dir: str | None = "plots") -> dict:
@@ -535,7 +573,8 @@ def write_report(results_dir: str = "results", out: str = "RESULTS.md", plots_di
             plot_miou_vs_gflops(tables, str(pdir / f"miou_vs_gflops_{d}.png"), d)
             plots[d] = os.path.relpath(pdir / f"miou_vs_gflops_{d}.png", out_path.parent)
         if results["claims"] and results["claims"][-1].get("attention"):
-            plot_claims(results["claims"][-1], str(pdir / "claims.png"))
+            res = results["claims"][-1]
+            plot_once(str(pdir / "claims.png"), res, lambda: claims.draw_claims(res))
             plots["claims"] = os.path.relpath(pdir / "claims.png", out_path.parent)
         if plot_latency_vs_resolution(results["speed"], str(pdir / "latency_vs_resolution.png")):
             plots["latency"] = os.path.relpath(pdir / "latency_vs_resolution.png", out_path.parent)

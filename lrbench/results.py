@@ -4,19 +4,15 @@ and names the file when one is missing."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import subprocess
 from pathlib import Path
 
-import torch
-
-from .errors import ResultError, UsageError
+from .errors import ResultError
 from .fileio import now_iso, write_json
-from .stats import load_per_image
-from .version import __version__
+from .version import __version__, torch_version
 
 KINDS = ("flops", "speed", "claims", "eval")
 # The fields the report reads, per kind: a file without them is named in the error instead of failing later.
@@ -52,54 +48,13 @@ def write_result(path: str | os.PathLike, kind: str, **fields) -> dict:
     return rec
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; other names are checked and returned."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    check_device(device)
-    return device
-
-
-def check_device(device: str) -> None:
-    """One line for a device this machine does not have (before any work starts)."""
-    if not device.startswith(("cpu", "cuda")):
-        raise UsageError(f"--device must be cpu or cuda, got '{device}'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-
-
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def check_dtype(dtype: str, device: str) -> None:
-    if dtype not in AUTOCAST_DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(AUTOCAST_DTYPES)}, got '{dtype}'")
-    if dtype == "fp16" and not device.startswith("cuda"):
-        raise UsageError(
-            "--dtype fp16 needs --device cuda (CPU fp16 kernels are slow and unrepresentative); use bf16 or fp32 on CPU"
-        )
-
-
-def autocast(dtype: str, device: str):
-    """The autocast context for ``--dtype`` (a no-op for fp32)."""
-    if AUTOCAST_DTYPES[dtype] is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.split(":")[0], dtype=AUTOCAST_DTYPES[dtype])
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} threads)"
-
-
 def versions() -> dict:
     import numpy
     import PIL
 
     return {
         "lrbench": __version__,
-        "torch": torch.__version__,
+        "torch": torch_version(),
         "numpy": numpy.__version__,
         "pillow": PIL.__version__,
         "python": platform.python_version(),
@@ -166,6 +121,8 @@ def read_eval(path: str | os.PathLike) -> dict:
 
 def per_image_of(result: dict, path: str | os.PathLike) -> dict:
     """The per-image counts an eval result names (``per_image_file``, beside the result file)."""
+    from .stats import load_per_image  # numpy: only when per-image counts are read
+
     name = result.get("per_image_file")
     if not name:
         raise ResultError(

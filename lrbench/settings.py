@@ -1,4 +1,4 @@
-"""The settings of one evaluation, declared once: :class:`EvalSettings` is what :func:`lrbench.evaluate.evaluate` takes,
+"""The settings of one evaluation, declared once: :class:`EvalSettings` is what :func:`lrbench.engine.evaluate.evaluate` takes,
 and ``lrbench eval``'s options are made from its fields (type, default, help), so an option exists in one place.
 
 Importable without torch, like the checks below it: the CLI builds and checks settings, model and zoo entry names
@@ -19,8 +19,8 @@ import yaml
 
 from .datasets import DATASETS
 from .errors import UnknownNameError, UsageError
-from .fileio import data_dir
-from .names import ARCHITECTURES, DEVICES, DTYPES, MODES, MS_MERGES, PROTOCOLS, SIZE_DIVISOR
+from .fileio import data_dir, read_yaml
+from .names import ARCHITECTURES, DEVICES, DTYPES, FAMILIES, MODES, MS_MERGES, PROTOCOLS, SIZE_DIVISOR
 
 Dataset = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 Device = Literal[("auto", *DEVICES)]  # type: ignore[valid-type]
@@ -116,7 +116,7 @@ def zoo_names() -> dict[str, str]:
     local = os.environ.get("LRBENCH_ZOO")
     for path in [ZOO_FILE] + ([Path(local)] if local else []):
         try:
-            models = yaml.safe_load(Path(path).read_text())["models"]
+            models = read_yaml(path)["models"]
             out |= {n: str(e.get("arch")) for n, e in models.items() if isinstance(e, dict)}
         except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError):
             continue
@@ -154,6 +154,33 @@ def check_entry_name(name: str) -> str:
     if name not in zoo:
         raise unknown_entry(name, zoo)
     return name
+
+
+def check_family(family: str | None) -> str | None:
+    if family is not None and family not in FAMILIES:
+        close = difflib.get_close_matches(family, list(FAMILIES), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UnknownNameError(f"--family must be one of {', '.join(FAMILIES)}, got '{family}'{hint}")
+    return family
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Registered architecture names, optionally for one family (:data:`lrbench.names.FAMILIES`)."""
+    check_family(family)
+    return [n for n, f in ARCHITECTURES.items() if family is None or f == family]
+
+
+def resolve_name(name: str) -> str:
+    """Return ``name`` if it is a registered architecture, else raise with close matches."""
+    if name in ARCHITECTURES:
+        return name
+    close = difflib.get_close_matches(name, list(ARCHITECTURES), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `lrbench models`"
+    raise UnknownNameError(f"unknown model '{name}'{hint}")
+
+
+def model_family(name: str) -> str:
+    return ARCHITECTURES[resolve_name(name)]
 
 
 def check_shape(shape, arch: str | None = None, divisor: int | None = None) -> tuple[int, int] | None:

@@ -1,4 +1,5 @@
-"""The model zoo: named entries (``zoo/models.yaml``), name resolution, and pulling an entry's weights.
+"""The model zoo: named entries (``zoo/models.yaml``), name resolution, and where an entry's weights are pinned and
+cached (reading only: pulling and converting them is :mod:`lrbench.engine.weights`).
 
 One policy turns a name into what to run (:func:`resolve`): a zoo entry by its name (``lrformer-s_ade20k``), or an
 architecture (``lrformer-s``) on a dataset (default ADE20K), whose entry is then ``<arch>_<dataset>`` if the zoo has
@@ -6,10 +7,9 @@ it. ``lrbench eval``, ``flops``, ``speed``, ``zoo pull``, ``convert`` and ``crea
 
 An entry's weights come from its source (:mod:`lrbench.sources`): ``hub:`` (a Hugging Face repository, its file found
 by listing when the manifest's name is unverified or absent), ``url:`` (e.g. mmseg's checkpoints on
-download.openmmlab.com) or none. :func:`fetch` downloads and verifies through the source, remembers the resolution
-(file, commit, sha256) so later runs use exactly that file, then converts the checkpoint once to lrbench-named
-safetensors under ``$LRBENCH_HOME/weights`` (:func:`write_converted`, the one writer of converted weights) so that later
-loads never unpickle. Entries can be overridden (repo, file, revision, sha256) per call or by a local manifest named
+download.openmmlab.com) or none. A pull remembers the resolution (file, commit, sha256) so later runs use exactly
+that file, and converts it once to lrbench-named safetensors under ``$LRBENCH_HOME/weights`` (:func:`converted_path`).
+Entries can be overridden (repo, file, revision, sha256) per call or by a local manifest named
 in ``$LRBENCH_ZOO`` whose entries replace or extend the shipped ones; :func:`lock` writes the remembered resolutions
 as such a manifest. ``origin: mmseg`` marks mmseg's retrained baselines, which the report lists apart from the
 papers' rows.
@@ -22,28 +22,21 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch.nn as nn
 import yaml
 
-from .checkpoint import CheckpointError, read_state_dict, save_safetensors
 from .datasets import DATASETS, DEFAULT_DATASET, get_spec
 from .errors import OutputError, UsageError, ZooError
-from .fileio import atomic_write_bytes
-from .models import ARCH_FAMILY, check_family, create_model, load_state, load_weights
+from .fileio import atomic_write_bytes, read_yaml
+from .names import ARCHITECTURES
 from .recipes import default_recipe, get_recipe, load_recipes
-from .settings import ZOO_FILE, check_sha256, unknown_entry, unknown_model
+from .settings import ZOO_FILE, check_family, list_models, unknown_entry, unknown_model
 from .sources import (
     HubSource,
-    Progress,
     Source,
     UrlSource,
-    Want,
     lrbench_home,
     parse_source,
-    remember,
     remembered,
-    remove_cached,
-    sha256_file,
 )
 from .version import __version__
 
@@ -64,7 +57,7 @@ class ZooEntry:
 
     @property
     def family(self) -> str:
-        return ARCH_FAMILY[self.arch]
+        return ARCHITECTURES[self.arch]
 
     @property
     def num_classes(self) -> int:
@@ -94,7 +87,7 @@ def _validate(name: str, raw: dict, path: Path) -> ZooEntry:
     extra = set(raw) - set(required) - {"hub", "url", "note", "origin"}
     if extra:
         raise bad(f"unknown fields {', '.join(sorted(extra))}")
-    if raw["arch"] not in ARCH_FAMILY:
+    if raw["arch"] not in ARCHITECTURES:
         raise bad(f"arch '{raw['arch']}' is not a registered model (see `lrbench models`)")
     if raw["dataset"] not in DATASETS:
         raise bad(f"dataset must be one of {', '.join(DATASETS)}")
@@ -119,7 +112,7 @@ def _validate(name: str, raw: dict, path: Path) -> ZooEntry:
 
 def _read_manifest(path: Path) -> dict[str, ZooEntry]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except FileNotFoundError:
         raise ZooError(f"{path}: zoo manifest not found") from None
     except yaml.YAMLError as e:
@@ -162,6 +155,26 @@ def list_entries(dataset: str | None = None, family: str | None = None) -> list[
     ]
 
 
+ARCHITECTURES_FILE = ZOO_FILE.parent / "architectures.yaml"
+
+
+@functools.cache
+def architecture_facts() -> dict[str, dict]:
+    """Architecture -> {params (at 150 classes), dims, depths, output_stride}: measured on the built models and
+    written to ``zoo/architectures.yaml`` (``tests/test_layers.py`` checks the file against the models), so that
+    ``lrbench models`` answers without building one."""
+    try:
+        return read_yaml(ARCHITECTURES_FILE)["architectures"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise ZooError(f"{ARCHITECTURES_FILE}: cannot read the architecture facts ({e}); reinstall lrbench") from None
+
+
+def describe_models(family: str | None = None) -> list[dict]:
+    """One row per architecture: name, family, parameter count (150 classes), stage dims/depths, output stride."""
+    facts = architecture_facts()
+    return [{"name": n, "family": ARCHITECTURES[n], **facts[n]} for n in list_models(family)]
+
+
 @dataclass(frozen=True)
 class Resolved:
     """What a name means on a dataset: the architecture, the zoo entry (None for an architecture the zoo has no entry
@@ -189,7 +202,7 @@ def resolve(name: str, dataset: str | None = None) -> Resolved:
             hint = f"use {alt}" if alt in zoo else f"use the architecture {entry.arch} with --checkpoint FILE"
             raise UsageError(f"zoo entry {name} is for {entry.dataset}, not {dataset}: drop --dataset, or {hint}")
         return Resolved(entry.arch, entry.dataset, get_recipe(entry.recipe), entry)
-    if name not in ARCH_FAMILY:
+    if name not in ARCHITECTURES:
         raise unknown_model(name, zoo)
     dataset = dataset or DEFAULT_DATASET
     entry = zoo.get(f"{name}_{dataset}")
@@ -197,7 +210,7 @@ def resolve(name: str, dataset: str | None = None) -> Resolved:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Pulling
+# Where pulled weights are, and the remembered resolutions
 # ----------------------------------------------------------------------------------------------------------------
 def weights_dir(name: str) -> Path:
     """lrbench's cache folder for one zoo entry's converted weights."""
@@ -209,35 +222,7 @@ def converted_path(entry: ZooEntry, sha256: str) -> Path:
     return weights_dir(entry.name) / f"{sha256[:16]}.safetensors"
 
 
-def write_converted(
-    model: nn.Module, path: str | os.PathLike, source: str, source_sha256: str, entry: str | None = None
-) -> None:
-    """Save a loaded model's weights as lrbench safetensors with the one metadata schema every converted file has."""
-    meta = {
-        "format": "lrbench",
-        "lrbench": __version__,
-        "arch": model.name,
-        "num_classes": str(getattr(model, "num_classes", "")),
-        "source": source,
-        "source_sha256": source_sha256,
-        "zoo_entry": entry or "",
-    }
-    save_safetensors(model.state_dict(), path, metadata=meta)
-
-
-def convert(
-    arch: str, checkpoint: str, out: str, num_classes: int, entry: str | None = None, source_sha256: str | None = None
-) -> tuple[nn.Module, list[str]]:
-    """Load ``checkpoint`` strictly into ``arch`` and write it as lrbench safetensors (``lrbench convert``, and the
-    weights ``lrbench zoo publish`` uploads for ``entry``); ``source_sha256`` when the caller has hashed it already."""
-    model = create_model(arch, num_classes=num_classes)
-    notes = load_weights(model, checkpoint)
-    digest = source_sha256 or sha256_file(checkpoint)
-    write_converted(model, out, source=Path(checkpoint).name, source_sha256=digest, entry=entry)
-    return model, notes
-
-
-def _with_overrides(
+def with_overrides(
     entry: ZooEntry, repo_id: str | None, filename: str | None, revision: str | None, sha256: str | None
 ) -> Source:
     """The entry's source with the command line's overrides; a hub file named on the command line is taken as is."""
@@ -266,66 +251,6 @@ def _with_overrides(
         sha256=sha256 if sha256 or filename or repo_id else base.sha256,
         filename_verified=bool(filename) or base.filename_verified,
     )
-
-
-def fetch(
-    name: str,
-    revision: str | None = None,
-    force: bool = False,
-    repo_id: str | None = None,
-    filename: str | None = None,
-    sha256: str | None = None,
-    progress: Progress | None = None,
-) -> tuple[dict, nn.Module | None]:
-    """Download, verify, remember and (once) convert; returns the pull record and the loaded model when it was just
-    built. A remembered resolution of the entry is used as it is (no listing, offline too) unless overridden."""
-    sha256 = check_sha256(sha256)
-    entry = get_entry(name)
-    wanted = _with_overrides(entry, repo_id, filename, revision, sha256)
-    overridden = wanted != entry.source
-    pinned = None if overridden else remembered(entry.name, wanted)
-    want = Want(entry.name, entry.arch, entry.dataset, tuple(ARCH_FAMILY))
-    got = (pinned or wanted).fetch(want, force=force, progress=progress)
-    out = converted_path(entry, got.sha256)
-    record = {
-        "name": name,
-        "source": got.path,
-        "origin": got.pin.describe(),
-        "pin": got.pin.manifest(),
-        "path": str(out),
-        "sha256": got.sha256,
-        "notes": [got.chosen] if got.chosen else [],
-        "cached": True,
-        "verified": got.verified,
-    }
-    if out.is_file() and not force:
-        if entry.source is not None:
-            remember(entry.name, entry.source, got.pin)
-        return record, None
-    try:
-        raw = read_state_dict(got.path)
-    except CheckpointError as e:
-        remove_cached(got.path)  # an error page or a truncated file: do not keep serving it
-        raise ZooError(f"{name}: {e}; the file was removed from the cache") from None
-    model = create_model(entry.arch, num_classes=entry.num_classes)
-    try:
-        notes = load_state(model, raw, source=got.pin.describe())
-    except CheckpointError as e:
-        raise ZooError(f"{name}: {e}") from None
-    write_converted(model, out, source=got.pin.describe(), source_sha256=got.sha256, entry=name)
-    if entry.source is not None:  # only a file that loaded is remembered
-        remember(entry.name, entry.source, got.pin)
-    return record | {"notes": record["notes"] + notes, "cached": False}, model
-
-
-def pull(name: str, **overrides) -> dict:
-    """Download, verify and convert one zoo entry; returns ``{name, source, origin, pin, path, sha256, notes, cached,
-    verified}``. ``overrides`` are :func:`fetch`'s (revision, force, repo_id, filename, sha256, progress).
-
-    ``path`` is the lrbench safetensors file that ``create_model(name, pretrained=True)`` loads; ``sha256`` is the
-    downloaded (original) file's, ``origin`` where it came from (pinned: the hub commit).
-    """
-    return fetch(name, **overrides)[0]
 
 
 def resolution(name: str) -> Source | None:

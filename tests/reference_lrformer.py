@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from lrbench.models.base import ConvModule, Segmentor
-from lrbench.models.lrformer import CONFIGS
+from lrbench.engine.models.base import ConvModule, Segmentor
+from lrbench.engine.models.lrformer import CONFIGS
 
 BASE_POOLED_SIZES = (11, 8, 6, 4)  # key/value pyramid for a 16-pixel query grid
 POOL_EPS = 0.001  # official tie-breaker: round(x + 0.001)

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 import lrbench.claims
 import lrbench.commands
-import lrbench.complexity
-import lrbench.reproduce
+import lrbench.engine.complexity
+import lrbench.engine.reproduce
 from lrbench.cli import app
 from lrbench.names import FAMILIES
 
@@ -48,9 +48,9 @@ def test_reproduce_command_writes_beside_out(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
-    monkeypatch.setattr(lrbench.reproduce, "SPEED_MODELS", ("lrformer-t",))
+    monkeypatch.setattr(lrbench.engine.reproduce, "SPEED_MODELS", ("lrformer-t",))
     monkeypatch.setattr(
-        lrbench.complexity,
+        lrbench.engine.complexity,
         "count_flops",
         lambda arch, shape, k: {"model": arch, "shape": list(shape), "num_classes": k, "params": 1e6, "gflops": 1.0},
     )

@@ -11,11 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from lrbench.claims import judge_claims, plot_claims, run_claims
+from lrbench.claims import judge_claims, plot_claims
 from lrbench.cli import app
-from lrbench.complexity import count_flops, count_macs
-from lrbench.models import create_model
-from lrbench.speed import measure_speed
+from lrbench.engine.complexity import count_flops, count_macs
+from lrbench.engine.measure import run_claims
+from lrbench.engine.models import create_model
+from lrbench.engine.speed import measure_speed
 from lrbench.zoo import load_zoo
 
 # (model, input H W, classes, published GFLOPs, tolerance): LRFormer README, SegFormer and Swin papers
@@ -120,7 +121,7 @@ def fvcore_gflops(model: nn.Module, shape) -> float:
 )
 def test_meta_count_equals_fvcore(name, shape):
     """Counting on the meta device gives fvcore's numbers (which ran the model for real)."""
-    from lrbench.claims import model_gmacs
+    from lrbench.engine.measure import model_gmacs
 
     reference = fvcore_gflops(create_model(name), shape)
     assert count_flops(name, shape, 150)["gflops_full"] == pytest.approx(reference, rel=2e-5)
@@ -154,7 +155,7 @@ def test_every_published_figure_of_the_zoo():
         for e in load_zoo().values()
         if e.published.get("gflops") and e.published.get("flops_shape")
     }
-    # known gaps, explained in lrbench.complexity's docstring; a gap that closes must be taken off this list
+    # known gaps, explained in lrbench.engine.complexity's docstring; a gap that closes must be taken off this list
     known = {("lrformer-xl-plus", (640, 640)): -0.132}
     assert len(figures) >= 30
     for arch, shape, k, published in sorted(figures):

@@ -4,10 +4,10 @@ autocast fp16, channels-last, and an eval on the GPU equal to the CPU's."""
 import pytest
 import torch
 
-from lrbench.evaluate import evaluate
-from lrbench.models import create_model
+from lrbench.engine.evaluate import evaluate
+from lrbench.engine.models import create_model
+from lrbench.engine.speed import measure_speed
 from lrbench.settings import EvalSettings
-from lrbench.speed import measure_speed
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

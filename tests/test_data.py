@@ -11,9 +11,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lrbench.cli import app
-from lrbench.data import SegDataset, check_dataset
+from lrbench.engine.evaluate import evaluate
+from lrbench.engine.loader import SegDataset
 from lrbench.errors import DatasetError
-from lrbench.evaluate import evaluate
+from lrbench.layouts import check_dataset
 from lrbench.settings import EvalSettings
 
 # The conversions, written here from ../shared/real-world-facts.md section 3 (not from lrbench.datasets).

@@ -13,11 +13,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lrbench.cli import app
-from lrbench.data import DatasetError, SegDataset
-from lrbench.evaluate import evaluate
-from lrbench.inference import MS_RATIOS, input_size, predict_logits
-from lrbench.metrics import IoUAccumulator
-from lrbench.models import create_model
+from lrbench.engine.evaluate import evaluate
+from lrbench.engine.loader import DatasetError, SegDataset
+from lrbench.engine.metrics import IoUAccumulator
+from lrbench.engine.models import create_model
+from lrbench.engine.pipeline import MS_RATIOS, input_size, predict_logits
 from lrbench.settings import EvalSettings
 
 from synth import NUM_CLASSES, Oracle
@@ -67,7 +67,7 @@ def test_metric_equals_numpy_mmseg_reference():
 def test_device_counts_equal_host_counts():
     """The CUDA path's sync-free counting (spare bins, scatter-adds) gives the CPU path's counts, with ignored pixels
     and label ids outside the classes (which count in no label area; their predictions still count)."""
-    from lrbench.metrics import _counts, _counts_on_device
+    from lrbench.engine.metrics import _counts, _counts_on_device
 
     g = torch.Generator().manual_seed(0)
     pred = torch.randint(0, 7, (31, 37), generator=g)

@@ -1,11 +1,12 @@
 """The fast post-processing (one sparse map per axis; bands of matrix products, windows' survivors) against the straightforward protocol
-(:func:`lrbench.inference.predict_logits`): equal scores up to float rounding, equal labels except near-ties."""
+(:func:`lrbench.engine.pipeline.predict_logits`): equal scores up to float rounding, equal labels except near-ties."""
 
 import pytest
 import torch
 import torch.nn as nn
 
-from lrbench.inference import merged_labels, merged_scores, predict_labels, predict_logits, protocol_views
+from lrbench.engine.pipeline import predict_labels, predict_logits, protocol_views
+from lrbench.engine.postprocess import merged_labels, merged_scores
 
 
 class StrideNet(nn.Module):
@@ -66,7 +67,7 @@ def test_fast_equals_reference(case):
 def test_survivors_are_the_classes_the_window_can_elect():
     """Every class that wins at some convex combination of a window's sources survives; the survivors are exactly
     the classes neither certificate beats at every source (a loop over windows, sources and classes)."""
-    from lrbench.inference import _survivors
+    from lrbench.engine.postprocess import _survivors
 
     torch.manual_seed(0)  # the convex combinations drawn below
     g = torch.Generator().manual_seed(3)
@@ -90,7 +91,7 @@ def test_survivors_are_the_classes_the_window_can_elect():
 def test_window_labels_equal_full_scores(flip, size):
     """One view (ss): labels from the windows' survivors equal the argmax of the full scores, on maps of regions
     (one survivor inside, two at boundaries) under growing noise (ever more survivors)."""
-    from lrbench.inference import _survivors, _window, _window_labels, view_of
+    from lrbench.engine.postprocess import _survivors, _window, _window_labels, view_of
 
     g = torch.Generator().manual_seed(4)
     K, seen = 40, set()

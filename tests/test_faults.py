@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from lrbench.cli import app
-from lrbench.models import create_model
+from lrbench.engine.models import create_model
 
 REPO, FILE = "yuhuan-wu/LRFormer-Models", "lrformer-t-160k_ade20k_46.7.pth"
 
@@ -296,7 +296,7 @@ def test_no_network_answers_within_seconds(work):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_signal_mid_eval_then_resume_is_identical(sig, tmp_path, synth, randomize, save_mmengine):
     """A real process killed mid-eval; ``--resume`` finishes with the same areas as an uninterrupted run."""
-    from lrbench.evaluate import evaluate
+    from lrbench.engine.evaluate import evaluate
     from lrbench.settings import EvalSettings
 
     synth(tmp_path / "data", "ade20k", n=6, sizes=((64, 96),))

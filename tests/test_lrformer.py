@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrbench.checkpoint import CheckpointError, read_state_dict
-from lrbench.models import create_model, list_models, load_checkpoint
-from lrbench.models.lrformer import PoolingAttention, pooled_size, pyramid_sizes
+from lrbench.engine.checkpoint import CheckpointError, read_state_dict
+from lrbench.engine.models import create_model, list_models, load_checkpoint
+from lrbench.engine.models.lrformer import PoolingAttention, pooled_size, pyramid_sizes
 
 # Analytic counts from the official code (../shared/lrformer-facts.md §1.4, §2), 150 classes.
 ANALYTIC_PARAMS_M = {"lrformer-t": 13.26, "lrformer-s": 32.22, "lrformer-b": 67.51, "lrformer-l": 110.98}
@@ -237,7 +237,7 @@ def test_checkpoint_formats(tmp_path, rand_images, randomize, monkeypatch):
         load_checkpoint(m, tmp_path / fname)
         with torch.inference_mode():
             assert torch.equal(m(x), ref), fname
-    from lrbench.checkpoint import save_safetensors
+    from lrbench.engine.checkpoint import save_safetensors
 
     save_safetensors(sd, tmp_path / "m.safetensors")
     m = create_model("lrformer-t", checkpoint=str(tmp_path / "m.safetensors"))

@@ -4,9 +4,9 @@ rule. Equality with transformers is in test_mask2former_hf.py."""
 import pytest
 import torch
 
-from lrbench.checkpoint import CheckpointError
-from lrbench.models import create_model
-from lrbench.models.mask2former import Mask2FormerHead
+from lrbench.engine.checkpoint import CheckpointError
+from lrbench.engine.models import create_model
+from lrbench.engine.models.mask2former import Mask2FormerHead
 
 PLUS = ["lrformer-t-plus", "lrformer-s-plus", "lrformer-b-plus", "lrformer-l-plus", "lrformer-xl-plus"]
 DIMS = {  # embed_dims of the official configs

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lrbench import create_model as create_pretrained
-from lrbench.models import create_model, load_state
-from lrbench.models.mask2former import Mask2FormerHead
+from lrbench.engine.models import create_model, load_state
+from lrbench.engine.models.mask2former import Mask2FormerHead
 
 T_DIMS = (48, 96, 240, 384)  # LRFormer-T+ stage widths
 

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from lrbench.cli import app
-from lrbench.evaluate import evaluate
-from lrbench.inference import MS_RATIOS, predict_logits
-from lrbench.models import create_model
+from lrbench.engine.evaluate import evaluate
+from lrbench.engine.models import create_model
+from lrbench.engine.pipeline import MS_RATIOS, predict_logits
 from lrbench.settings import EvalSettings
 
 from synth import Oracle

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 import lrbench
 from lrbench.cli import app
 from lrbench.datasets import DATASETS
-from lrbench.models import create_model
-from lrbench.predictions import load_predictor, predict_files
+from lrbench.engine.models import create_model
+from lrbench.engine.predictions import load_predictor, predict_files
 from lrbench.zoo import ZOO_FILE
 
 from synth import Oracle

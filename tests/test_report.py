@@ -220,22 +220,22 @@ def test_reproduce_wiring_with_data_root(tmp_path, monkeypatch, hub, randomize, 
 
     import torch
 
-    import lrbench.claims
-    import lrbench.complexity
-    import lrbench.speed
-    from lrbench.models import create_model
-    from lrbench.reproduce import reproduce
+    import lrbench.engine.complexity
+    import lrbench.engine.measure
+    import lrbench.engine.speed
+    from lrbench.engine.models import create_model
+    from lrbench.engine.reproduce import reproduce
 
     buf = io.BytesIO()
     torch.save({"state_dict": randomize(create_model("lrformer-t")).state_dict()}, buf)
     hub.add("yuhuan-wu/LRFormer-Models", "lrformer-t-160k_ade20k_46.7.pth", buf.getvalue())
     monkeypatch.setattr(
-        lrbench.complexity,
+        lrbench.engine.complexity,
         "count_flops",
         lambda arch, shape, k: {"model": arch, "shape": list(shape), "num_classes": k, "params": 1e6, "gflops": 1.0},
     )
     monkeypatch.setattr(
-        lrbench.claims,
+        lrbench.engine.measure,
         "run_claims",
         lambda sizes, device: {
             "meta": {"device_name": "stub", "torch": "x", "iters": 1, "max_gmacs": 1},
@@ -245,7 +245,7 @@ def test_reproduce_wiring_with_data_root(tmp_path, monkeypatch, hub, randomize, 
         },
     )
     monkeypatch.setattr(
-        lrbench.speed,
+        lrbench.engine.speed,
         "measure_speed",
         lambda name, shape, **kw: {
             "model": name,
@@ -286,7 +286,7 @@ def test_runs_that_do_not_count_change_no_verdict(
 ):
     """A partial eval of the zoo's weights and an eval of a random local checkpoint, made with the real CLI into the
     results folder, leave every claim verdict and paper row as they were, and are listed apart with the reason."""
-    from lrbench.models import create_model
+    from lrbench.engine.models import create_model
     from lrbench.report import why_not_counted
 
     before, _ = render(load_results(results), load_zoo(), commit="abc1234")

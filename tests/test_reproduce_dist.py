@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from lrbench.models import create_model
+from lrbench.engine.models import create_model
 
 PROVENANCE = {"date", "timings", "world_size", "dist_backend", "fingerprint", "device_name", "versions", "data_root"}
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrbench.checkpoint import CheckpointError, save_safetensors
-from lrbench.models import create_model, load_checkpoint
-from lrbench.models.segformer import CONFIGS
+from lrbench.engine.checkpoint import CheckpointError, save_safetensors
+from lrbench.engine.models import create_model, load_checkpoint
+from lrbench.engine.models.segformer import CONFIGS
 
 transformers = pytest.importorskip("transformers")
 

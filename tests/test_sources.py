@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 
 from lrbench import create_model
 from lrbench.cli import app
+from lrbench.engine.models import list_models
+from lrbench.engine.weights import pull
 from lrbench.errors import ZooError
-from lrbench.models import list_models
 from lrbench.sources import HASH_PREFIX, Want, choose_weights, names_arch
-from lrbench.zoo import ZOO_FILE, get_entry, load_zoo, pull, resolution
+from lrbench.zoo import ZOO_FILE, get_entry, load_zoo, resolution
 
 REPO = "yuhuan-wu/LRFormer-Models"
 T_FILE = "model_release/lrformer-t-160k_ade20k_46.7.pth"  # moved: the manifest names it at the root

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lrbench.cli import app
+from lrbench.engine.evaluate import evaluate
 from lrbench.errors import ResultError
-from lrbench.evaluate import evaluate
 from lrbench.settings import EvalSettings
 from lrbench.stats import counts_from_indices, interval, miou, miou_ci, paired_diff, resampled_miou
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lrbench.checkpoint import save_safetensors
-from lrbench.models import create_model, load_checkpoint
-from lrbench.models.upernet_swin import CONFIGS, PatchMerging, auxiliary_head_params
+from lrbench.engine.checkpoint import save_safetensors
+from lrbench.engine.models import create_model, load_checkpoint
+from lrbench.engine.models.upernet_swin import CONFIGS, PatchMerging, auxiliary_head_params
 
 transformers = pytest.importorskip("transformers")
 
@@ -110,7 +110,7 @@ def test_patch_merging_matches_mmseg_unfold(randomize):
     with torch.no_grad():
         unf = nn.Unfold(2, stride=2)(x.transpose(1, 2).reshape(2, C, H, W)).transpose(1, 2)  # (B, L, 4C) in c*4+k
         ref = red(norm(unf))
-        from lrbench.models.upernet_swin import _unfold_to_swin_order
+        from lrbench.engine.models.upernet_swin import _unfold_to_swin_order
 
         pm = PatchMerging(C)
         pm.norm.weight.copy_(_unfold_to_swin_order(norm.weight))

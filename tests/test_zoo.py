@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from lrbench import create_model
 from lrbench.cli import app
+from lrbench.engine.models import list_models
+from lrbench.engine.weights import pull
 from lrbench.errors import UnknownNameError
-from lrbench.models import list_models
-from lrbench.zoo import ZOO_FILE, ZooError, get_entry, load_zoo, pull
+from lrbench.zoo import ZOO_FILE, ZooError, get_entry, load_zoo
 
 REPO, FILE = "yuhuan-wu/LRFormer-Models", "lrformer-t-160k_ade20k_46.7.pth"
 

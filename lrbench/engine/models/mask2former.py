@@ -18,7 +18,7 @@ LRFormer+ config) with mmdet/mmcv's module names, so official checkpoints load s
 - Semantic inference (mmseg ``Mask2FormerHead.predict``): the last layer's mask logits resized bilinearly to the input
   size, then ``einsum(softmax(cls)[..., :-1], sigmoid(mask))``. The scores are probabilities, not logits.
 
-Cost (``lrbench flops``, details in :mod:`lrbench.complexity`): the head is ~44 GFLOPs at 512x512 and ~68 at 640x640
+Cost (``lrbench flops``, details in :mod:`lrbench.engine.complexity`): the head is ~44 GFLOPs at 512x512 and ~68 at 640x640
 (the 6 deformable encoder layers and the 3x3 FPN conv at 1/4 dominate). Measured totals match the Mask2Former paper's
 Swin-T/S/B/L figures within 1% and the LRFormer README's T+/S+/B+/L+ within 3%; XL+ is 13% below the README's 365 G,
 although its head is L+'s (whose total matches): how the README counted XL+ is not known.
@@ -26,7 +26,7 @@ although its head is L+'s (whose total matches): how the README counted XL+ is n
 Deformable attention samples with ``grid_sample`` (bilinear, zero padding, align_corners=False): mmcv's own pure
 PyTorch path, equal to its CUDA kernel up to float rounding. The intermediate layers' class predictions (used only by
 the training losses) are not computed. Inputs must have sides that are multiples of 32 (the protocol zero-pads the
-normalised image; :func:`lrbench.evaluate.predict_logits` does it).
+normalised image; :func:`lrbench.engine.evaluate.predict_logits` does it).
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ class Mask2FormerSegmentor(Segmentor):
     (class logits (B, 100, K+1), mask logits (B, 100, H/4, W/4)). Image sides must be multiples of 32.
 
     ``flops_convention`` says what the family's published GFLOPs count: "queries" (backbone + head, mmseg's
-    tensor-mode forward) or "scores" (the whole inference, detectron2); see :mod:`lrbench.complexity`."""
+    tensor-mode forward) or "scores" (the whole inference, detectron2); see :mod:`lrbench.engine.complexity`."""
 
     flops_convention = "scores"
     size_divisor = SIZE_DIVISOR

@@ -1,7 +1,7 @@
 """Mask2Former with a Swin backbone: the Mask2Former paper's ADE20K semantic models, the baselines of LRFormer+.
 
-The backbone is :class:`lrbench.models.upernet_swin.SwinTransformer` (four normalised stage maps, windows of 7 for
-Swin-T/S and 12 for the 384-pretrained Swin-B/L), the head :mod:`lrbench.models.mask2former`. Weights load from
+The backbone is :class:`lrbench.engine.models.upernet_swin.SwinTransformer` (four normalised stage maps, windows of 7 for
+Swin-T/S and 12 for the 384-pretrained Swin-B/L), the head :mod:`lrbench.engine.models.mask2former`. Weights load from
 
 - transformers ``Mask2FormerForUniversalSegmentation`` checkpoints (``facebook/mask2former-swin-*-ade-semantic``:
   the detectron2 models converted by the transformers team), through the mmdet <-> transformers key map and the

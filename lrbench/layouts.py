@@ -1,4 +1,5 @@
-"""Validation sets in their standard (mmseg) folder layouts: ADE20K, COCO-Stuff-164k and Cityscapes.
+"""Validation sets in their standard (mmseg) folder layouts: ADE20K, COCO-Stuff-164k and Cityscapes -- finding
+the pairs, reading labels, ``lrbench data check`` (reading only; the torch dataset is :mod:`lrbench.engine.loader`).
 
 Each item is the decoded RGB image (uint8, H x W x 3), its label map with the dataset's id convention applied
 (ADE20K: ``reduce_zero_label`` -- 0 becomes ignore 255, the rest shift down by one; COCO-Stuff / Cityscapes:
@@ -18,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ..datasets import IGNORE_INDEX, DatasetSpec, get_spec
-from ..errors import DatasetError
+from .datasets import IGNORE_INDEX, DatasetSpec, get_spec
+from .errors import DatasetError
 
-__all__ = ["DatasetError", "Layout", "SegDataset", "check_dataset", "collate_list", "find_layout", "reduce_zero_label"]
+__all__ = ["DatasetError", "Layout", "check_dataset", "find_layout", "read_label", "reduce_zero_label", "train_ids"]
 CONVERTED = "labelTrainIds"  # the label form mmseg's converters write (and ADE20K's only form)
 
 
@@ -127,7 +127,7 @@ def read_label(path: Path, lay: Layout) -> np.ndarray:
     return label
 
 
-def _train_ids(
+def train_ids(
     label: np.ndarray, hw: tuple[int, int], img_path: Path, ann_path: Path, spec: DatasetSpec
 ) -> tuple[np.ndarray, str | None]:
     """(label with the dataset's convention applied, None) or (_, the one line naming what is wrong)."""
@@ -164,7 +164,7 @@ def check_dataset(
                 with Image.open(img) as im:
                     hw = (im.height, im.width)
                 label = read_label(ann, lay)
-                error = _train_ids(label, hw, img, ann, spec)[1]
+                error = train_ids(label, hw, img, ann, spec)[1]
             except ValueError as e:
                 error = f"{ann}: {e}"
             except Exception as e:  # noqa: BLE001 - PIL raises many types for broken files
@@ -187,47 +187,3 @@ def check_dataset(
         "checked": len(lay.items) if full else 0,
         "bad": bad,
     }
-
-
-class SegDataset(torch.utils.data.Dataset):
-    """(image, label) pairs of one validation set, sorted by file name (mmseg's order)."""
-
-    def __init__(self, name: str, data_root: str | Path):
-        lay = find_layout(name, data_root)
-        if lay.images_without_label:
-            img, expected = lay.images_without_label[0]
-            raise DatasetError(f"{img}: no annotation (expected {expected})")
-        self.layout, self.spec, self.root, self.items = lay, lay.spec, lay.root, lay.items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def load(self, index: int) -> dict:
-        img_path, ann_path = self.items[index]
-        try:
-            with Image.open(img_path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except Exception as e:  # noqa: BLE001 - PIL raises many types for broken files
-            return {"index": index, "error": f"{img_path}: unreadable image ({type(e).__name__}: {e})"}
-        try:
-            label = read_label(ann_path, self.layout)
-        except ValueError as e:
-            return {"index": index, "error": f"{ann_path}: {e}"}
-        except Exception as e:  # noqa: BLE001
-            return {"index": index, "error": f"{ann_path}: unreadable label map ({type(e).__name__}: {e})"}
-        label, error = _train_ids(label, image.shape[:2], img_path, ann_path, self.spec)
-        if error:
-            return {"index": index, "error": error}
-        return {
-            "index": index,
-            "image": torch.from_numpy(image.copy()),
-            "label": torch.from_numpy(label),
-            "path": str(img_path),
-        }
-
-    __getitem__ = load
-
-
-def collate_list(batch: list[dict]) -> list[dict]:
-    """Images differ in size: keep the batch as a list; the evaluator runs equal shapes through the model together."""
-    return batch

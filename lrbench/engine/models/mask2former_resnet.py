@@ -3,7 +3,7 @@
 The backbone is timm's ``resnet50`` / ``resnet101`` as a features-only model (stages 1-4, strides 4-32): the
 torchvision layout (stride in the 3x3 conv, BatchNorm eps 1e-5), which is both detectron2's ``R-50`` as Mask2Former
 configures it (``STRIDE_IN_1X1: False``, torchvision-converted ImageNet weights) and mmseg's ``ResNet(style='pytorch')``
-of its Mask2Former configs. The head is :mod:`lrbench.models.mask2former`; FLOPs are counted as detectron2 does (the
+of its Mask2Former configs. The head is :mod:`lrbench.engine.models.mask2former`; FLOPs are counted as detectron2 does (the
 whole inference), and match the paper's 71 / 90 GFLOPs within 1%.
 
 Weights: mmseg 1.x Mask2Former-R50/R101 checkpoints (``backbone.conv1``, ``backbone.layer1.0...``: torchvision names,

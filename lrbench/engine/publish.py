@@ -27,15 +27,16 @@ from pathlib import Path
 
 import yaml
 
-from .datasets import get_spec
-from .errors import OutputError, UsageError, ZooError
-from .fileio import atomic_write_bytes, write_json
-from .recipes import get_recipe
-from .report import not_complete
-from .results import load_results
-from .sources import parse_source, sha256_file
-from .version import __version__
-from .zoo import ZOO_FILE, ZooEntry, convert, get_entry, resolution
+from ..datasets import get_spec
+from ..errors import OutputError, UsageError, ZooError
+from ..fileio import atomic_write_bytes, write_json
+from ..recipes import get_recipe
+from ..report import not_complete
+from ..results import load_results
+from ..sources import parse_source, sha256_file
+from ..version import __version__
+from ..zoo import ZOO_FILE, ZooEntry, get_entry, resolution
+from .weights import convert
 
 WEIGHTS_FILE = "model.safetensors"
 HUB_DATASET_IDS = {"ade20k": "scene_parse_150", "coco-stuff": "coco_stuff", "cityscapes": "cityscapes"}

@@ -39,10 +39,10 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from .errors import UsageError
+from ..errors import UsageError
+from ..settings import check_shape
+from ..zoo import resolve
 from .models import check_input_shape, create_model
-from .settings import check_shape
-from .zoo import resolve
 
 aten = torch.ops.aten
 

@@ -4,7 +4,7 @@ available, and finally the report. Results go to a ``results/`` folder and plots
 unless given elsewhere, so ``--out X`` never touches the current folder's files.
 
 At cluster scale (``torchrun --nproc-per-node N -m lrbench reproduce --data-root D``, multi-node too) every eval is
-sharded across the ranks (:func:`lrbench.evaluate.evaluate`); rank 0 alone measures the costs, writes the results and
+sharded across the ranks (:func:`lrbench.engine.evaluate.evaluate`); rank 0 alone measures the costs, writes the results and
 the report. Evals resume (a killed run continues where each rank stopped), so the same command finishes the job."""
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import claims, complexity, speed
-from .datasets import DATASETS
-from .errors import LrbenchError
+from .. import claims
+from ..datasets import DATASETS
+from ..errors import LrbenchError
+from ..fileio import check_writable
+from ..report import write_report
+from ..results import write_result
+from ..settings import EvalSettings
+from ..zoo import ZooEntry, load_zoo
+from . import complexity, measure, speed
 from .evaluate import evaluate
-from .fileio import check_writable
-from .report import write_report
-from .results import write_result
-from .settings import EvalSettings
-from .zoo import ZooEntry, load_zoo
 
 SPEED_MODELS = ("lrformer-t", "lrformer-s", "segformer-b0", "segformer-b2", "lrformer-s-plus", "mask2former-swin-t")
 
@@ -86,7 +87,7 @@ def reproduce(
         write_result(rdir / "flops" / f"{arch}_{shape[0]}x{shape[1]}_{k}.json", "flops", **res)
     if costs:
         step("claims study")
-        claims_res = claims.run_claims(claims.QUICK_SIZES if quick else None, device=device)
+        claims_res = measure.run_claims(claims.QUICK_SIZES if quick else None, device=device)
         write_result(rdir / "claims.json", "claims", **claims_res)
         for name in SPEED_MODELS:
             step(f"speed {name} 512x512")

@@ -1,7 +1,7 @@
 """LRFormer+: the LRFormer backbone with the Mask2Former head (the official ``lrformer-*-plus`` configs).
 
 The backbones are the LRHead models' (T+/S+ configs pass ``q_pool_ratios``, which the official constructor swallows, so
-the default 16-pixel query grid applies to every variant); the head is :mod:`lrbench.models.mask2former` on all four
+the default 16-pixel query grid applies to every variant); the head is :mod:`lrbench.engine.models.mask2former` on all four
 stages. Official checkpoints (mmengine ``{'meta', 'state_dict'}``, ``backbone.`` + 292 ``decode_head.`` keys) load as
 they are. ``lrformer-xl-plus`` is the XL backbone (with its two BatchNorm ``pre_norm`` blocks) and the same head.
 """

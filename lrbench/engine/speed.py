@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
+from ..settings import check_shape
+from .devices import autocast, check_device, check_dtype, device_name
 from .models import create_model
-from .results import autocast, check_device, check_dtype, device_name
-from .settings import check_shape
 
 
 def _sync(device: str) -> None:

@@ -10,17 +10,15 @@ messages. :data:`FAMILIES` below is the one explicit table of them. Pretrained w
 
 from __future__ import annotations
 
-import difflib
 from types import ModuleType
 
 import torch
 import torch.nn as nn
 
+from ...names import ARCHITECTURES
+from ...names import FAMILIES as FAMILY_NAMES
+from ...settings import check_family, check_shape, list_models, model_family, resolve_name
 from ..checkpoint import match_state_dict, read_state_dict
-from ..errors import UnknownNameError
-from ..names import ARCHITECTURES
-from ..names import FAMILIES as FAMILY_NAMES
-from ..settings import check_shape
 from . import lrformer, lrformer_plus, mask2former_resnet, mask2former_swin, segformer, upernet_swin
 from .base import Segmentor
 
@@ -35,33 +33,6 @@ FAMILIES: dict[str, ModuleType] = {
 ARCH_FAMILY: dict[str, str] = {arch: fam for fam, module in FAMILIES.items() for arch in module.CONFIGS}
 assert tuple(FAMILIES) == FAMILY_NAMES, "lrbench.names.FAMILIES must list the families of this table"
 assert ARCH_FAMILY == ARCHITECTURES, "lrbench.names.ARCHITECTURES must list every family's CONFIGS"
-
-
-def check_family(family: str | None) -> str | None:
-    if family is not None and family not in FAMILIES:
-        close = difflib.get_close_matches(family, list(FAMILIES), n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise UnknownNameError(f"--family must be one of {', '.join(FAMILIES)}, got '{family}'{hint}")
-    return family
-
-
-def list_models(family: str | None = None) -> list[str]:
-    """Registered architecture names, optionally for one family (see :data:`FAMILIES`)."""
-    check_family(family)
-    return [n for n, f in ARCH_FAMILY.items() if family is None or f == family]
-
-
-def resolve_name(name: str) -> str:
-    """Return ``name`` if it is a registered architecture, else raise with close matches."""
-    if name in ARCH_FAMILY:
-        return name
-    close = difflib.get_close_matches(name, list(ARCH_FAMILY), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see `lrbench models`"
-    raise UnknownNameError(f"unknown model '{name}'{hint}")
-
-
-def model_family(name: str) -> str:
-    return ARCH_FAMILY[resolve_name(name)]
 
 
 def guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
@@ -120,32 +91,30 @@ def check_input_shape(model: nn.Module, shape) -> None:
     check_shape(shape, getattr(model, "name", None), getattr(model, "size_divisor", 1))
 
 
-def describe_models(family: str | None = None) -> list[dict]:
-    """One row per architecture: name, family, parameter count (150 classes), stage dims/depths, output stride."""
-    rows = []
+def architecture_facts() -> dict[str, dict]:
+    """What ``zoo/architectures.yaml`` must hold (:func:`lrbench.zoo.architecture_facts`), measured on the models:
+    per architecture its parameter count at 150 classes, stage dims/depths and output stride."""
+    facts = {}
     with torch.device("meta"):  # no memory or init cost: only shapes are needed
-        for name in list_models(family):
+        for name in list_models():
             m = FAMILIES[ARCH_FAMILY[name]].build(name, 150)
             bb = m.backbone if isinstance(m, Segmentor) else m
-            rows.append(
-                {
-                    "name": name,
-                    "family": ARCH_FAMILY[name],
-                    "params": sum(p.numel() for p in m.parameters()),
-                    "dims": list(getattr(bb, "embed_dims", [])),
-                    "depths": list(getattr(bb, "depths", [])),
-                    "output_stride": getattr(m, "output_stride", None),
-                }
-            )
-    return rows
+            facts[name] = {
+                "params": sum(p.numel() for p in m.parameters()),
+                "dims": [int(d) for d in getattr(bb, "embed_dims", [])],
+                "depths": [int(d) for d in getattr(bb, "depths", [])],
+                "output_stride": getattr(m, "output_stride", None),
+            }
+    return facts
 
 
 __all__ = [
     "FAMILIES",
+    "check_family",
     "Segmentor",
     "check_input_shape",
     "create_model",
-    "describe_models",
+    "architecture_facts",
     "guess_architecture",
     "list_models",
     "load_checkpoint",

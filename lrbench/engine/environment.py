@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .results import versions
-from .sources import hf_cache_dir, lrbench_home, offline
+from ..results import versions
+from ..sources import hf_cache_dir, lrbench_home, offline
 
 PROBE_S = 5.0
 

@@ -23,15 +23,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .data import DatasetError, SegDataset, collate_list
-from .datasets import get_spec
-from .errors import LrbenchError, OutputError, ResultError
-from .fileio import atomic_write_bytes, check_writable, write_json
-from .inference import Intervals, Loaded, Stages, TestConfig, load, predict_labels
+from ..datasets import get_spec
+from ..errors import LrbenchError, OutputError, ResultError
+from ..fileio import atomic_write_bytes, check_writable, write_json
+from ..results import record, versions
+from ..settings import AUTO_OUT, EvalSettings
+from ..stats import AREAS, miou_ci
+from ..zoo import Resolved
+from .devices import autocast, check_device, check_dtype, device_name, resolve_device
+from .inference import Loaded, load
+from .loader import DatasetError, SegDataset, collate_list
 from .metrics import IoUAccumulator
-from .results import autocast, check_device, check_dtype, device_name, record, resolve_device, versions
-from .settings import AUTO_OUT, EvalSettings
-from .stats import AREAS, miou_ci
+from .pipeline import TestConfig, predict_labels
+from .timing import Intervals, Stages
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -279,18 +283,20 @@ def _image_digest(ds: SegDataset, indices: list[int]) -> str:
     return h.hexdigest()[:16]
 
 
-def _load_in_turn(settings: EvalSettings, dataset: str | None, rank: int, world: int) -> Loaded:
+def _load_in_turn(
+    settings: EvalSettings, dataset: str | None, rank: int, world: int, resolved: Resolved | None = None
+) -> Loaded:
     """:func:`load` on every rank, rank 0 first (it pulls the weights into the shared caches; the others then find
     them there), so that ranks never download the same file at once. A failure on rank 0 is every rank's."""
     s = settings
     if world == 1:
-        return load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge)
+        return load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge, resolved)
     import torch.distributed as dist
 
     loaded, failure = None, [None]
     if rank == 0:
         try:
-            loaded = load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge)
+            loaded = load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge, resolved)
         except LrbenchError as e:
             failure = [str(e)]
             dist.broadcast_object_list(failure, src=0)
@@ -298,10 +304,14 @@ def _load_in_turn(settings: EvalSettings, dataset: str | None, rank: int, world:
     dist.broadcast_object_list(failure, src=0)
     if failure[0] is not None:
         raise LrbenchError(failure[0])
-    return loaded or load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge)
+    return loaded or load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge, resolved)
 
 
-def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] | None = None) -> dict:
+def evaluate(
+    settings: EvalSettings,
+    progress: Callable[[int, int, dict], None] | None = None,
+    resolved: Resolved | None = None,
+) -> dict:
     """Evaluate on a validation set; returns (and with ``settings.out`` writes atomically) the result record.
 
     Resumable: with an output file, the accumulated areas and processed indices are saved atomically to
@@ -311,6 +321,7 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] 
     writes the result. ``batch_size`` images of equal size go through the model in one forward. ``dtype`` autocasts
     (``amp=True`` is the earlier spelling of fp16 on CUDA / bf16 on CPU), ``channels_last`` passes channels-last
     inputs, ``compile`` torch.compiles the model (its compile time is recorded apart from the model time).
+    ``resolved``: what the caller already resolved ``settings.model`` to (the CLI checks the name before torch).
     """
     s = settings.check()
     device = resolve_device(s.device)
@@ -321,7 +332,7 @@ def evaluate(settings: EvalSettings, progress: Callable[[int, int, dict], None] 
     if fixed and s.out:
         _check_out(Path(s.out), s.overwrite or s.resume)
     rank, world = _dist()
-    loaded = _load_in_turn(s, s.dataset, rank, world)
+    loaded = _load_in_turn(s, s.dataset, rank, world, resolved)
     dataset, weights, cfg = loaded.cfg.dataset, loaded.weights, loaded.cfg
     out = s.out_path(dataset)
     out_path = Path(out) if out else None

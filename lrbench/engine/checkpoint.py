@@ -6,7 +6,7 @@ Formats accepted by :func:`load_checkpoint`:
 - ``.safetensors`` (lrbench's cache format, and transformers' ``model.safetensors``).
 
 This module knows file formats only. Which naming a state dict uses, and which architecture it belongs to, is each
-model family's business (``lrbench.models.load_weights`` converts, then calls :func:`match_state_dict` here with its
+model family's business (``lrbench.engine.models.load_weights`` converts, then calls :func:`match_state_dict` here with its
 guess as the hint).
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .datasets import DATASETS
-from .errors import CheckpointError
-from .fileio import atomic_write_bytes
+from ..datasets import DATASETS
+from ..errors import CheckpointError
+from ..fileio import atomic_write_bytes
 
 StateDict = dict[str, torch.Tensor]
 # Modules whose classes mmengine/mmseg training checkpoints keep in their metadata (HistoryBuffer, numpy scalars,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .errors import UsageError
+from ..errors import UsageError
 from .inference import load
 from .models import create_model as _build
 from .models import list_models, load_checkpoint

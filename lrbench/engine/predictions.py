@@ -24,11 +24,12 @@ import torch
 import torch.nn as nn
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .datasets import DatasetSpec, get_spec
-from .errors import OutputError, UsageError
-from .fileio import atomic_write_bytes, check_writable
-from .inference import TestConfig, load, predict_labels
-from .results import autocast, check_device, check_dtype
+from ..datasets import DatasetSpec, get_spec
+from ..errors import OutputError, UsageError
+from ..fileio import atomic_write_bytes, check_writable
+from .devices import autocast, check_device, check_dtype
+from .inference import load
+from .pipeline import TestConfig, predict_labels
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

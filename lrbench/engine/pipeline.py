@@ -1,0 +1,216 @@
+"""The recipe's test pipeline: image sizes, pre-processing, the forward (whole / slide), the protocol's views, and
+the label maps at the original size -- by the reference path (:func:`predict_logits`, every view's K-channel scores
+resized to the image and merged) and the fast path (:func:`predict_labels`, :mod:`lrbench.engine.postprocess`).
+:class:`TestConfig` holds everything that decides the numbers.
+
+Test pipeline (recipe ``test:``): keep-ratio resize to ``resize`` (mmcv ``imrescale``: factor = min(long/long_side,
+short/short_side), sizes rounded half up), then with ``size_divisor`` > 1 each side resized *up* to the next multiple
+(LRFormer / SegFormer AlignResize), bilinear, rounded back to uint8 as cv2 does; ImageNet mean/std in RGB. With
+``pad_divisor`` (the Mask2Former models: mmseg's data preprocessor, detectron2's size divisibility) the normalised image
+is instead zero-padded right/bottom to a multiple and the padding is cropped off the scores before the final resize.
+``ms_max_long`` (detectron2) fixes the long-side limit of the multi-scale views instead of scaling it.
+Inference: ``whole`` = one forward; ``slide`` = crop windows (mmseg grid: last window flush with the border),
+logits resized to each crop, summed and divided by the per-pixel count. Logits are resized bilinearly
+(align_corners=False) to the network input, then to the original image, before argmax.
+Multi-scale (``protocol="ms"``): test scale times [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], each with a horizontal flip;
+logits at the original size are averaged (softmax-free; ``merge="softmax"`` averages probabilities as mmseg 1.x's
+SegTTAModel does).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..datasets import get_spec
+from ..errors import UsageError
+from ..names import MODES, MS_MERGES, PROTOCOLS
+from .models.base import IMAGENET_MEAN, IMAGENET_STD
+from .postprocess import View, merged_labels, to_device, view_of
+from .timing import Stages
+
+MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pipeline and inference
+# ----------------------------------------------------------------------------------------------------------------
+def rescale_size(
+    h: int, w: int, scale: tuple[int, int] | None, ratio: float = 1.0, max_long: float | None = None
+) -> tuple[int, int]:
+    """mmcv ``rescale_size`` with keep_ratio for the test ``scale`` (long, short) times ``ratio``; None = as is.
+    ``max_long`` replaces the scaled long-side limit (detectron2's fixed ``TEST.AUG.MAX_SIZE`` for every scale)."""
+    if scale is None:
+        return h, w
+    long_edge, short_edge = (max_long or max(scale) * ratio), min(scale) * ratio
+    f = min(long_edge / max(h, w), short_edge / min(h, w))
+    return int(h * f + 0.5), int(w * f + 0.5)
+
+
+def resize_steps(h: int, w: int, test: dict, ratio: float = 1.0) -> list[tuple[int, int]]:
+    """The sizes an (h, w) image goes through under a recipe's ``test`` settings: the keep-ratio rescale, then, with
+    ``size_divisor`` > 1, AlignResize's second resize of each side up to a multiple (two resizes, as mmseg does)."""
+    max_long = test.get("ms_max_long") if ratio != 1.0 else None
+    nh, nw = rescale_size(h, w, test.get("resize"), ratio, max_long)
+    d = int(test.get("size_divisor") or 1)
+    return [(nh, nw), (math.ceil(nh / d) * d, math.ceil(nw / d) * d)]
+
+
+def input_size(h: int, w: int, test: dict, ratio: float = 1.0) -> tuple[int, int]:
+    """Network input size for an (h, w) image under a recipe's ``test`` settings."""
+    return resize_steps(h, w, test, ratio)[-1]
+
+
+def preprocess(images: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """uint8 (B, H, W, 3) RGB -> normalised float (B, 3, h, w): bilinear resizes through ``sizes`` (each rounded back
+    to uint8, as cv2 returns), then the ImageNet mean/std."""
+    x = images.permute(0, 3, 1, 2).float()
+    for size in sizes:
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False).round_().clamp_(0, 255)
+    mean, std = to_device(torch.tensor([IMAGENET_MEAN, IMAGENET_STD])[:, None, :, None, None], x.device)
+    return (x - mean) / std
+
+
+def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """Zero-pad a normalised batch on the right and bottom to sides that are multiples of ``divisor`` (mmseg
+    ``stack_batch(size_divisor, pad_val=0)`` after normalisation)."""
+    H, W = x.shape[-2:]
+    return F.pad(x, (0, -W % divisor, 0, -H % divisor)) if divisor > 1 else x
+
+
+def _resize(x: torch.Tensor, size) -> torch.Tensor:
+    return (
+        x
+        if tuple(x.shape[-2:]) == tuple(size)
+        else F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    )
+
+
+def forward_whole(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits at the input size (the head's 1/s logits resized bilinearly)."""
+    return _resize(model(x).float(), x.shape[-2:])
+
+
+def forward_slide(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+    """mmseg ``slide_inference``: windows on a grid whose last row/column is flush with the border."""
+    (ch, cw), (sh, sw) = crop, stride
+    H, W = x.shape[-2:]
+    rows = max(H - ch + sh - 1, 0) // sh + 1
+    cols = max(W - cw + sw - 1, 0) // sw + 1
+    out = count = None
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * sh + ch, H), min(c * sw + cw, W)
+            y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
+            logits = forward_whole(model, x[..., y1:y2, x1:x2])
+            if out is None:
+                out = x.new_zeros(x.shape[0], logits.shape[1], H, W)
+                count = x.new_zeros(1, 1, H, W)
+            out[..., y1:y2, x1:x2] += logits
+            count[..., y1:y2, x1:x2] += 1
+    return out / count
+
+
+def protocol_settings(test: dict, protocol: str) -> tuple[list[tuple[float, bool]], tuple, tuple, int]:
+    """(views as (scale ratio, flip), slide crop, slide stride, pad divisor) of a recipe's test settings."""
+    views = [(1.0, False)] if protocol == "ss" else [(r, f) for r in MS_RATIOS for f in (False, True)]
+    crop = tuple(test.get("crop") or (512, 512))
+    stride = tuple(test.get("stride") or (341, 341))
+    return views, crop, stride, int(test.get("pad_divisor") or 1)
+
+
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, test: dict, protocol: str = "ss", mode: str = "whole", merge: str = "logits"
+) -> torch.Tensor:
+    """(B, K, H, W) logits at the original image size for uint8 images of one size, (B, H, W, 3) or (H, W, 3)."""
+    images = images[None] if images.dim() == 3 else images
+    H, W = images.shape[1:3]
+    views, crop, stride, pad = protocol_settings(test, protocol)
+    run = (lambda x: forward_slide(model, x, crop, stride)) if mode == "slide" else (lambda x: forward_whole(model, x))
+    total = None
+    for ratio, flip in views:
+        x = preprocess(images, resize_steps(H, W, test, ratio))
+        h, w = x.shape[-2:]
+        logits = run(pad_to_multiple(x.flip(-1) if flip else x, pad))[..., :h, :w]  # flip, pad, infer, crop
+        logits = _resize(logits.flip(-1) if flip else logits, (H, W))
+        if merge == "softmax":
+            logits = logits.softmax(1)
+        total = logits if total is None else total + logits
+    return total / len(views)
+
+
+def protocol_views(
+    model: nn.Module,
+    images: torch.Tensor,
+    test: dict,
+    protocol: str = "ss",
+    mode: str = "whole",
+    stages: Stages | None = None,
+) -> list[View]:
+    """Run the protocol's views (scales, flips; whole or slide) and return them with their maps to the original
+    size, without resizing anything to it."""
+    images = images[None] if images.dim() == 3 else images
+    H, W = images.shape[1:3]
+    views, crop, stride, pad = protocol_settings(test, protocol)
+    out, x, done = [], None, None
+    for ratio, flip in views:
+        if ratio != done:  # a view and its flip share the pre-processing
+            x, done = preprocess(images, resize_steps(H, W, test, ratio)), ratio
+        h, w = x.shape[-2:]
+        xp = pad_to_multiple(x.flip(-1) if flip else x, pad)
+        if stages:
+            stages.mark("preprocess")
+        logits = forward_slide(model, xp, crop, stride) if mode == "slide" else model(xp)
+        if stages:
+            stages.mark("forward")
+        out.append(view_of(logits, tuple(xp.shape[-2:]), (h, w), (H, W), flip))
+    return out
+
+
+def predict_labels(
+    model: nn.Module,
+    images: torch.Tensor,
+    test: dict,
+    protocol: str = "ss",
+    mode: str = "whole",
+    merge: str = "logits",
+    stages: Stages | None = None,
+) -> torch.Tensor:
+    """(B, H, W) predicted class indices at the original size: the fast path of ``predict_logits(...).argmax(1)``."""
+    views = protocol_views(model, images, test, protocol, mode, stages)
+    labels = merged_labels(views, merge)
+    if stages:
+        stages.mark("post-process")
+    return labels
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """Everything that decides the numbers: the dataset, the recipe's test pipeline and the protocol."""
+
+    dataset: str
+    recipe: str | None
+    test: dict = field(hash=False)
+    protocol: str = "ss"
+    mode: str = "whole"
+    merge: str = "logits"
+
+    @classmethod
+    def build(
+        cls, dataset: str, recipe: dict, protocol: str = "ss", mode: str | None = None, merge: str = "logits"
+    ) -> TestConfig:
+        get_spec(dataset)
+        for flag, value, allowed in (
+            ("--protocol", protocol, PROTOCOLS),
+            ("--ms-merge", merge, MS_MERGES),
+            ("--mode", mode or "whole", MODES),
+        ):
+            if value not in allowed:
+                raise UsageError(f"{flag} must be one of {', '.join(allowed)}, got '{value}'")
+        test = dict(recipe.get("test") or {})
+        return cls(dataset, recipe.get("name"), test, protocol, mode or test.get("mode", "whole"), merge)
