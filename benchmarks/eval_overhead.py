@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 STAGES = ("decode", "preprocess", "forward", "post-process", "metric")
 
 
-def reference_labels(model, images, test, protocol="ss", mode="whole", merge="logits", stages=None):
+def reference_labels(model, images, test, protocol="ss", mode="whole", merge=None, stages=None):
     """The straightforward path: every view's logits resized to the input, then to the original, summed, argmax."""
     from lrbench.engine.pipeline import predict_logits
 

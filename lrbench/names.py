@@ -6,7 +6,12 @@ from __future__ import annotations
 FAMILIES = ("lrformer", "segformer", "upernet-swin", "lrformer-plus", "mask2former-swin", "mask2former-resnet")
 PROTOCOLS = ("ss", "ms")  # single scale | six scales + flip
 MODES = ("whole", "slide")
-MS_MERGES = ("logits", "softmax")
+MS_MERGES = ("logits", "softmax")  # mean of the model's outputs as they are | mean of per-view probabilities
+LIBRARIES = ("mmseg", "detectron2")  # whose test pipeline a recipe follows (recipe test.library)
+MS_MERGE = {
+    "mmseg": "softmax",
+    "detectron2": "logits",
+}  # each library's multi-scale merge (see lrbench.engine.pipeline)
 DTYPES = ("fp32", "bf16", "fp16")
 DEVICES = ("cpu", "cuda")
 

@@ -32,6 +32,7 @@ from PIL import Image
 from . import claims
 from .datasets import DATASETS
 from .fileio import atomic_write_bytes
+from .names import MS_MERGE
 from .recipes import get_recipe
 from .results import git_commit, load_results
 from .stats import load_per_image, paired_diff
@@ -61,9 +62,14 @@ def eval_command(entry, protocol: str) -> str:
 def not_complete(run: dict, entry: ZooEntry) -> str | None:
     """None when ``run`` is a complete run of ``entry``'s protocol (the whole split, nothing skipped, its recipe
     and mode), else the reason; whose weights it ran is :func:`why_not_counted`'s other half."""
-    mode = get_recipe(entry.recipe)["test"].get("mode", "whole")
+    test = get_recipe(entry.recipe)["test"]
+    mode = test.get("mode", "whole")
     if run.get("recipe") != entry.recipe or run.get("mode") != mode:
         return f"not the published protocol (recipe {run.get('recipe')}, mode {run.get('mode')})"
+    if "test" in run and run["test"] != test:
+        return f"another test pipeline than recipes/{entry.recipe}.yaml has now (run it again)"
+    if run.get("protocol") == "ms" and run.get("merge") != MS_MERGE[test.get("library", "mmseg")]:
+        return f"ms views merged by {run.get('merge')}, not as {test.get('library', 'mmseg')} does"
     if run.get("protocol") not in ("ss", "ms"):
         return f"unknown protocol {run.get('protocol')}"
     val = DATASETS[entry.dataset].val_size
@@ -380,6 +386,11 @@ def render(
         "Mask2Former models in their papers' convention: LRFormer+ backbone + head (mmseg), the Mask2Former baselines "
         "(Swin, ResNet) the whole inference including the semantic combination (detectron2); see `lrbench.engine.complexity`. "
         f"mIoU verdict tolerance ±{MIOU_TOL}; GFLOPs ±{FLOPS_TOL:.0%}.",
+        "",
+        "Each eval follows the library its row's numbers came from (the recipe's `test.library`): mmseg recipes resize "
+        "images with cv2 (`mmcv.imresize`) and average the multi-scale views' probabilities; detectron2 recipes (the "
+        "Mask2Former paper's rows) resize with PIL bilinear and average the views' scores. The ms views are mmseg 0.x's "
+        "(the test scale x 0.5-1.75, each with a flip; detectron2's short sides 0.5-1.75 x the test one).",
     ]
     if others:
         L += [

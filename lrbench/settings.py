@@ -51,8 +51,11 @@ class EvalSettings:
     checkpoint: Optional[str] = option(None, "Local weights (default: the zoo's).")
     protocol: Protocol = option("ss", "ss (single scale) | ms (6 scales + flip).")
     mode: Optional[Mode] = option(None, "Default: the recipe's.")
-    merge: Merge = option(
-        "logits", "ms: average logits (SegFormer / mmseg 0.x) or softmax (mmseg 1.x SegTTAModel).", flag="--ms-merge"
+    merge: Optional[Merge] = option(
+        None,
+        "ms: softmax = mean of the views' probabilities (mmseg 0.x and 1.x), logits = mean of the outputs as they are "
+        "(detectron2's Mask2Former scores). Default: the recipe's library's.",
+        flag="--ms-merge",
     )
     limit: Optional[int] = option(None, "Only the first N images (a partial run).", min=1)
     batch_size: int = option(1, "Images per batch; images of equal size go through the model together.", min=1)
@@ -78,7 +81,7 @@ class EvalSettings:
         """Refuse what is wrong whatever the model and data (no torch needed); returns self."""
         for flag, value, allowed in (
             ("--protocol", self.protocol, PROTOCOLS),
-            ("--ms-merge", self.merge, MS_MERGES),
+            ("--ms-merge", self.merge or MS_MERGES[0], MS_MERGES),
             ("--mode", self.mode or "whole", MODES),
             ("--dtype", self.dtype, DTYPES),
             ("--device", self.device, ("auto", *DEVICES)),

@@ -169,6 +169,23 @@ def architecture_facts() -> dict[str, dict]:
         raise ZooError(f"{ARCHITECTURES_FILE}: cannot read the architecture facts ({e}); reinstall lrbench") from None
 
 
+VERIFIED_FILE = ZOO_FILE.parent / "verified.yaml"
+
+
+@functools.cache
+def verification(arch: str) -> list[str]:
+    """What ``arch`` was verified against, one line per record that the peer tests wrote to ``zoo/verified.yaml``
+    (peer package and version, what was compared, tolerance, measured error); empty when none."""
+    try:
+        rows = (read_yaml(VERIFIED_FILE) or {}).get("architectures", {}).get(arch, [])
+    except (OSError, AttributeError):
+        return []
+    return [
+        f"{r['peer']}: {r['check']} (<= {r['tolerance']:g} x range, measured {r['measured']:g}; {r['test']})"
+        for r in rows
+    ]
+
+
 def describe_models(family: str | None = None) -> list[dict]:
     """One row per architecture: name, family, parameter count (150 classes), stage dims/depths, output stride."""
     facts = architecture_facts()

@@ -4,6 +4,7 @@ import json
 import os
 import socket
 
+import mmcv
 import numpy as np
 import pytest
 import torch
@@ -153,10 +154,11 @@ def test_ms_flip_matches_hand_written_reference(randomize):
         h, w = int(50 * f + 0.5), int(70 * f + 0.5)
         size = (-(-h // 8) * 8, -(-w // 8) * 8)
         assert input_size(50, 70, test, r) == size
-        x = image.permute(2, 0, 1)[None].float()
-        for step in [(h, w), size]:  # mmcv: imrescale, then AlignResize's imresize, each back to uint8
-            if tuple(x.shape[-2:]) != step:
-                x = F.interpolate(x, size=step, mode="bilinear", align_corners=False).round().clamp(0, 255)
+        img = image.numpy()
+        for step in [(h, w), size]:  # mmcv: imrescale, then AlignResize's imresize (cv2 on the uint8 image)
+            if img.shape[:2] != step:
+                img = mmcv.imresize(img, (step[1], step[0]))
+        x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float()
         x = (x - torch.tensor([123.675, 116.28, 103.53])[:, None, None]) / torch.tensor([58.395, 57.12, 57.375])[
             :, None, None
         ]
@@ -167,9 +169,9 @@ def test_ms_flip_matches_hand_written_reference(randomize):
             views.append(F.interpolate(y, size=(50, 70), mode="bilinear", align_corners=False).detach())
     assert len(views) == 12
     with torch.no_grad():
-        got = predict_logits(model, image, test, protocol="ms")
+        got = predict_logits(model, image, test, protocol="ms", merge="logits")
         torch.testing.assert_close(got, sum(views) / 12, rtol=1e-5, atol=1e-5)
-        soft = predict_logits(model, image, test, protocol="ms", merge="softmax")  # mmseg 1.x: mean of softmax
+        soft = predict_logits(model, image, test, protocol="ms")  # mmseg's (the default): mean of softmax
         torch.testing.assert_close(soft, sum(v.softmax(1) for v in views) / 12, rtol=1e-5, atol=1e-6)
 
 

@@ -3,9 +3,11 @@ to /32, infer, crop the padding, resize to the original; multi-scale + flip; end
 
 import json
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from typer.testing import CliRunner
 
 from lrbench.cli import app
@@ -37,16 +39,20 @@ def test_pad_protocol_matches_hand_written_reference(randomize):
     conv = randomize(nn.Conv2d(3, 5, 3, padding=1), seed=3).eval()  # position dependent, sees the padding
     model = PaddedOnly(conv)
     image = torch.randint(0, 256, (50, 70, 3), dtype=torch.uint8)
-    test = {"resize": [140, 100], "size_divisor": 1, "pad_divisor": 32, "ms_max_long": 180}
+    test = {"library": "detectron2", "resize": [140, 100], "size_divisor": 1, "pad_divisor": 32, "ms_max_long": 180}
     views = []
     for r in MS_RATIOS:
-        # detectron2 ResizeShortestEdge: short side 100 r, long side at most 180 (fixed) for the extra scales
+        # detectron2 ResizeShortestEdge: short side 100 r, long side at most 180 (fixed) for the extra scales; its
+        # ResizeTransform resizes uint8 images with PIL's bilinear
         long_max = 140 if r == 1.0 else 180
         f = min(long_max / 70, 100 * r / 50)
         h, w = int(50 * f + 0.5), int(70 * f + 0.5)
-        x = image.permute(2, 0, 1)[None].float()
-        if (h, w) != (50, 70):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).round().clamp(0, 255)
+        img = (
+            image.numpy()
+            if (h, w) == (50, 70)
+            else np.asarray(Image.fromarray(image.numpy()).resize((w, h), Image.BILINEAR))
+        )
+        x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float()
         x = (x - MEAN) / STD
         for flip in (False, True):
             xi = torch.flip(x, dims=[3]) if flip else x
@@ -86,12 +92,29 @@ def test_cli_eval_lrformer_plus_official_checkpoint(tmp_path, synth, randomize, 
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "ss.json").read_text())
     assert res["arch"] == "lrformer-t-plus" and res["recipe"] == "lrformer-plus_ade20k" and res["num_images"] == 2
-    assert res["test"] == {"resize": [2048, 512], "size_divisor": 1, "pad_divisor": 32, "mode": "whole"}
+    assert res["test"] == {
+        "library": "mmseg",
+        "resize": [2048, 512],
+        "size_divisor": 1,
+        "pad_divisor": 32,
+        "mode": "whole",
+    }
     assert 0 <= res["mIoU"] <= 100 and res["complete"]
-    r = CliRunner().invoke(app, base + ["--protocol", "ms", "--limit", "1", "--out", str(tmp_path / "ms.json")])
-    assert r.exit_code == 0, r.output
-    res = json.loads((tmp_path / "ms.json").read_text())
+    # ms: the same path at a quarter of the test scale (12 forwards of up to 1.75 x 128 instead of 1.75 x 512 pixels)
+    recipe = {"name": "lrformer-plus_ade20k", "test": {**res["test"], "resize": [512, 128]}}
+    res = evaluate(
+        EvalSettings(
+            "lrformer-t-plus",
+            str(tmp_path / "data"),
+            checkpoint=str(ckpt),
+            protocol="ms",
+            limit=1,
+            workers=0,
+            recipe=recipe,
+        )
+    )
     assert res["protocol"] == "ms" and res["num_images"] == 1 and res["timings"]["forwards"] == 12
+    assert res["merge"] == "softmax"  # mmseg's merge, the recipe's library's
 
 
 def test_sizes_that_are_not_multiples_of_32_are_refused_before_work():

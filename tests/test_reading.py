@@ -169,6 +169,8 @@ def test_reading_commands_never_import_torch_and_piped_tables_are_whole(tmp_path
     info = got["zoo info segformer-b5-mmseg-640_ade20k"]["stdout"]
     assert "download.openmmlab.com/mmsegmentation/v0.5/segformer/segformer_mit-b5_640x640_160k_ade20k/" in info
     assert json.loads(got["zoo info lrformer-t_ade20k --json"]["stdout"])["arch"] == "lrformer-t"
+    # what the peer tests recorded (zoo/verified.yaml), shown per entry
+    assert "verified" in info and "mmsegmentation 1.2.2: strict load" in info.replace("\n", " ")
     rows = json.loads(got["models --family lrformer --json"]["stdout"])
     assert [r["name"] for r in rows] == ["lrformer-t", "lrformer-s", "lrformer-b", "lrformer-l", "lrformer-xl"]
     # the same rows the models report when built (zoo/architectures.yaml; checked against the models in test_layers)

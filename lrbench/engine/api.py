@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import UsageError
+from ..names import ARCHITECTURES
+from ..zoo import resolve
 from .inference import load
 from .models import create_model as _build
 from .models import list_models, load_checkpoint
@@ -20,11 +22,17 @@ def create_model(
 ) -> nn.Module:
     """Build a model in eval mode.
 
-    ``name`` is an architecture (``lrformer-s``; see ``list_models()``) or, with ``pretrained=True``, also a zoo entry
-    (``lrformer-s_ade20k``). ``pretrained=True`` pulls the entry's weights (an architecture's ADE20K entry) and takes
-    its class count; ``checkpoint`` loads a local file strictly instead. ``features_only=True`` returns the backbone.
+    ``name`` is an architecture (``lrformer-s``; see ``list_models()``) or a zoo entry (``lrformer-s_ade20k``: its
+    architecture and class count, as ``lrbench eval NAME`` reads it). ``pretrained=True`` pulls the entry's weights (an
+    architecture's ADE20K entry); ``checkpoint`` loads a local file strictly instead. ``features_only=True`` returns
+    the backbone.
     """
     if not pretrained:
+        if name not in ARCHITECTURES:  # a zoo entry (or an unknown name: one line with close matches)
+            r = resolve(name)
+            if num_classes not in (150, r.num_classes):
+                raise UsageError(f"{name} has {r.num_classes} classes, not num_classes={num_classes}")
+            name, num_classes = r.arch, r.num_classes
         return _build(name, num_classes=num_classes, checkpoint=checkpoint, features_only=features_only)
     if checkpoint is not None:
         raise UsageError("pass either pretrained=True (zoo weights) or checkpoint=FILE, not both")

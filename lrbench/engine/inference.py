@@ -70,7 +70,7 @@ def load(
     recipe: dict | None = None,
     protocol: str = "ss",
     mode: str | None = None,
-    merge: str = "logits",
+    merge: str | None = None,
     resolved: Resolved | None = None,
 ) -> Loaded:
     """What ``model`` means and the weights it runs: a zoo entry or architecture name (on ``dataset``; the zoo's weights

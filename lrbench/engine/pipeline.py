@@ -22,13 +22,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import cv2
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 from ..datasets import get_spec
 from ..errors import UsageError
-from ..names import MODES, MS_MERGES, PROTOCOLS
+from ..names import LIBRARIES, MODES, MS_MERGE, MS_MERGES, PROTOCOLS
 from .models.base import IMAGENET_MEAN, IMAGENET_STD
 from .postprocess import View, merged_labels, to_device, view_of
 from .timing import Stages
@@ -40,22 +43,45 @@ MS_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 # Pipeline and inference
 # ----------------------------------------------------------------------------------------------------------------
 def rescale_size(
-    h: int, w: int, scale: tuple[int, int] | None, ratio: float = 1.0, max_long: float | None = None
+    h: int,
+    w: int,
+    scale: tuple[int, int] | None,
+    ratio: float = 1.0,
+    max_long: float | None = None,
+    library: str = "mmseg",
 ) -> tuple[int, int]:
-    """mmcv ``rescale_size`` with keep_ratio for the test ``scale`` (long, short) times ``ratio``; None = as is.
-    ``max_long`` replaces the scaled long-side limit (detectron2's fixed ``TEST.AUG.MAX_SIZE`` for every scale)."""
+    """The keep-ratio size for the test ``scale`` (long, short) times ``ratio``; None = as is. mmseg: mmcv
+    ``rescale_size`` (one factor min(long/long side, short/short side), sides rounded half up); detectron2:
+    ``ResizeShortestEdge.get_output_shape`` (the short side set, then both scaled down to the long-side limit, in that
+    order of float operations). ``max_long`` replaces the scaled long-side limit (detectron2's fixed
+    ``TEST.AUG.MAX_SIZE`` for every scale)."""
     if scale is None:
         return h, w
     long_edge, short_edge = (max_long or max(scale) * ratio), min(scale) * ratio
+    if library == "detectron2":
+        s = short_edge / min(h, w)
+        nh, nw = (short_edge, s * w) if h < w else (s * h, short_edge)
+        if max(nh, nw) > long_edge:
+            s = long_edge / max(nh, nw)
+            nh, nw = nh * s, nw * s
+        return int(nh + 0.5), int(nw + 0.5)
     f = min(long_edge / max(h, w), short_edge / min(h, w))
     return int(h * f + 0.5), int(w * f + 0.5)
+
+
+def library_of(test: dict) -> str:
+    """The library whose test pipeline a recipe's published numbers came from (``test.library``; mmseg if unsaid)."""
+    lib = test.get("library", "mmseg")
+    if lib not in LIBRARIES:
+        raise UsageError(f"recipe test.library must be one of {', '.join(LIBRARIES)}, got '{lib}'")
+    return lib
 
 
 def resize_steps(h: int, w: int, test: dict, ratio: float = 1.0) -> list[tuple[int, int]]:
     """The sizes an (h, w) image goes through under a recipe's ``test`` settings: the keep-ratio rescale, then, with
     ``size_divisor`` > 1, AlignResize's second resize of each side up to a multiple (two resizes, as mmseg does)."""
     max_long = test.get("ms_max_long") if ratio != 1.0 else None
-    nh, nw = rescale_size(h, w, test.get("resize"), ratio, max_long)
+    nh, nw = rescale_size(h, w, test.get("resize"), ratio, max_long, library_of(test))
     d = int(test.get("size_divisor") or 1)
     return [(nh, nw), (math.ceil(nh / d) * d, math.ceil(nw / d) * d)]
 
@@ -65,13 +91,37 @@ def input_size(h: int, w: int, test: dict, ratio: float = 1.0) -> tuple[int, int
     return resize_steps(h, w, test, ratio)[-1]
 
 
-def preprocess(images: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
-    """uint8 (B, H, W, 3) RGB -> normalised float (B, 3, h, w): bilinear resizes through ``sizes`` (each rounded back
-    to uint8, as cv2 returns), then the ImageNet mean/std."""
-    x = images.permute(0, 3, 1, 2).float()
+def resize_image(image: np.ndarray, size: tuple[int, int], library: str = "mmseg") -> np.ndarray:
+    """One resize of a uint8 (H, W, 3) image to ``size`` (h, w), bit for bit as the library does it: mmseg
+    (``mmcv.imresize``) calls ``cv2.resize(INTER_LINEAR)``, whose 8-bit bilinear works in fixed point; detectron2
+    (``ResizeTransform.apply_image``) calls PIL's ``Image.resize(BILINEAR)``, which also antialiases when shrinking."""
+    h, w = size
+    if library == "detectron2":
+        return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def resize_images(images: torch.Tensor, sizes: list[tuple[int, int]], library: str = "mmseg") -> torch.Tensor:
+    """uint8 (B, H, W, 3) through the resizes of ``sizes`` (skipping those to the current size), on the CPU in the
+    library's own arithmetic; the result goes back to the images' device (on CUDA: one copy each way)."""
+    todo = []
     for size in sizes:
-        if tuple(x.shape[-2:]) != tuple(size):
-            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False).round_().clamp_(0, 255)
+        if tuple(size) != (tuple(todo[-1]) if todo else tuple(images.shape[1:3])):
+            todo.append(tuple(size))
+    if not todo:
+        return images
+    out = []
+    for image in images.cpu().numpy():
+        for size in todo:
+            image = resize_image(image, size, library)
+        out.append(image)
+    return torch.from_numpy(np.stack(out)).to(images.device)
+
+
+def preprocess(images: torch.Tensor, sizes: list[tuple[int, int]], library: str = "mmseg") -> torch.Tensor:
+    """uint8 (B, H, W, 3) RGB -> normalised float (B, 3, h, w): the library's resizes through ``sizes``
+    (:func:`resize_images`), then the ImageNet mean/std."""
+    x = resize_images(images, sizes, library).permute(0, 3, 1, 2).float()
     mean, std = to_device(torch.tensor([IMAGENET_MEAN, IMAGENET_STD])[:, None, :, None, None], x.device)
     return (x - mean) / std
 
@@ -125,16 +175,24 @@ def protocol_settings(test: dict, protocol: str) -> tuple[list[tuple[float, bool
 
 
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, test: dict, protocol: str = "ss", mode: str = "whole", merge: str = "logits"
+    model: nn.Module,
+    images: torch.Tensor,
+    test: dict,
+    protocol: str = "ss",
+    mode: str = "whole",
+    merge: str | None = None,
 ) -> torch.Tensor:
-    """(B, K, H, W) logits at the original image size for uint8 images of one size, (B, H, W, 3) or (H, W, 3)."""
+    """(B, K, H, W) scores at the original image size for uint8 images of one size, (B, H, W, 3) or (H, W, 3): one
+    view's logits, or the mean over the views of their softmax (``merge="softmax"``) or of the outputs as they are
+    (``"logits"``); ``merge`` None = the recipe's library's (mmseg: softmax, detectron2: logits)."""
     images = images[None] if images.dim() == 3 else images
     H, W = images.shape[1:3]
     views, crop, stride, pad = protocol_settings(test, protocol)
+    merge = (merge or MS_MERGE[library_of(test)]) if len(views) > 1 else "logits"
     run = (lambda x: forward_slide(model, x, crop, stride)) if mode == "slide" else (lambda x: forward_whole(model, x))
     total = None
     for ratio, flip in views:
-        x = preprocess(images, resize_steps(H, W, test, ratio))
+        x = preprocess(images, resize_steps(H, W, test, ratio), library_of(test))
         h, w = x.shape[-2:]
         logits = run(pad_to_multiple(x.flip(-1) if flip else x, pad))[..., :h, :w]  # flip, pad, infer, crop
         logits = _resize(logits.flip(-1) if flip else logits, (H, W))
@@ -160,7 +218,7 @@ def protocol_views(
     out, x, done = [], None, None
     for ratio, flip in views:
         if ratio != done:  # a view and its flip share the pre-processing
-            x, done = preprocess(images, resize_steps(H, W, test, ratio)), ratio
+            x, done = preprocess(images, resize_steps(H, W, test, ratio), library_of(test)), ratio
         h, w = x.shape[-2:]
         xp = pad_to_multiple(x.flip(-1) if flip else x, pad)
         if stages:
@@ -178,12 +236,12 @@ def predict_labels(
     test: dict,
     protocol: str = "ss",
     mode: str = "whole",
-    merge: str = "logits",
+    merge: str | None = None,
     stages: Stages | None = None,
 ) -> torch.Tensor:
     """(B, H, W) predicted class indices at the original size: the fast path of ``predict_logits(...).argmax(1)``."""
     views = protocol_views(model, images, test, protocol, mode, stages)
-    labels = merged_labels(views, merge)
+    labels = merged_labels(views, merge or MS_MERGE[library_of(test)])
     if stages:
         stages.mark("post-process")
     return labels
@@ -198,13 +256,16 @@ class TestConfig:
     test: dict = field(hash=False)
     protocol: str = "ss"
     mode: str = "whole"
-    merge: str = "logits"
+    merge: str = "softmax"
 
     @classmethod
     def build(
-        cls, dataset: str, recipe: dict, protocol: str = "ss", mode: str | None = None, merge: str = "logits"
+        cls, dataset: str, recipe: dict, protocol: str = "ss", mode: str | None = None, merge: str | None = None
     ) -> TestConfig:
+        """``merge`` None: the recipe's library's (mmseg averages probabilities, detectron2 the scores as they are)."""
         get_spec(dataset)
+        test = dict(recipe.get("test") or {})
+        merge = merge or MS_MERGE[library_of(test)]
         for flag, value, allowed in (
             ("--protocol", protocol, PROTOCOLS),
             ("--ms-merge", merge, MS_MERGES),
@@ -212,5 +273,4 @@ class TestConfig:
         ):
             if value not in allowed:
                 raise UsageError(f"{flag} must be one of {', '.join(allowed)}, got '{value}'")
-        test = dict(recipe.get("test") or {})
         return cls(dataset, recipe.get("name"), test, protocol, mode or test.get("mode", "whole"), merge)

@@ -35,7 +35,7 @@ from ..report import not_complete
 from ..results import load_results
 from ..sources import parse_source, sha256_file
 from ..version import __version__
-from ..zoo import ZOO_FILE, ZooEntry, get_entry, resolution
+from ..zoo import ZOO_FILE, ZooEntry, get_entry, resolution, verification
 from .weights import convert
 
 WEIGHTS_FILE = "model.safetensors"
@@ -128,6 +128,7 @@ lrbench eval {entry.name} --data-root PATH
 
 - Source checkpoint sha256: `{source_sha256}`
 - Test recipe: `{entry.recipe}` (in `config.json`)
+{"".join(f"- Verified against {v}{chr(10)}" for v in verification(entry.arch))}
 - Converted with lrbench {__version__}. The license of the original weights applies.
 {chr(10) + why + chr(10) if why else ""}"""
     return f"---\n{data.to_yaml()}\n---\n{body}"

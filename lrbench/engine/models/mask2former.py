@@ -319,7 +319,9 @@ def semantic_scores(cls_logits: torch.Tensor, mask_logits: torch.Tensor, size) -
 
 class Mask2FormerSegmentor(Segmentor):
     """``forward(images)`` -> per-class scores (B, K, H, W) at the input size; ``forward_queries(images)`` -> the raw
-    (class logits (B, 100, K+1), mask logits (B, 100, H/4, W/4)). Image sides must be multiples of 32.
+    (class logits (B, 100, K+1), mask logits (B, 100, H/4, W/4)). Any image size runs, as in mmseg (whose
+    640 configs feed unpadded images; Swin pads inside); the test protocols that pad to multiples of 32 do it
+    before the model (``pad_divisor``), and ``size_divisor`` is what ``--shape`` asks of a FLOPs or speed input.
 
     ``flops_convention`` says what the family's published GFLOPs count: "queries" (backbone + head, mmseg's
     tensor-mode forward) or "scores" (the whole inference, detectron2); see :mod:`lrbench.engine.complexity`."""
@@ -329,12 +331,6 @@ class Mask2FormerSegmentor(Segmentor):
 
     def forward_queries(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_images(images)
-        H, W = images.shape[-2:]
-        if H % self.size_divisor or W % self.size_divisor:
-            raise ValueError(
-                f"{self.name} takes images whose sides are multiples of {SIZE_DIVISOR}, got {H}x{W}: zero-pad the "
-                f"normalised image on the right and bottom (the evaluation protocol does), then crop the scores"
-            )
         return self.decode_head(self.backbone(images.contiguous(memory_format=self.memory_format)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,8 @@ Numerically equal to Hugging Face transformers' ``SegformerForSemanticSegmentati
 keys/values are spatially reduced by a strided conv (ratios 8/4/2/1), Mix-FFN (fc1, 3x3 depth-wise conv, GELU, fc2),
 a LayerNorm after every stage, and the MLP head (per-stage Linear to ``decoder_dim``, upsample to 1/4, concat in
 reverse stage order, 1x1 conv + BN + ReLU, 1x1 classifier). LayerNorm eps is the PyTorch default, as in transformers.
+mmseg's retrained SegFormers (``segformer-bX-mmseg``) differ: mmseg's ``SegformerHead`` with 256 channels for every
+size (the paper: 768 for B2-B5) and LayerNorm eps 1e-6 throughout.
 
 lrbench's own state-dict naming (``backbone.block1.0.attn.q.weight``, ``decode_head.linear_fuse.conv.weight``, ...)
 follows the original NVlabs code; converters for transformers (4.x hub files and 5.x in-memory names) are at the end.
@@ -24,10 +26,10 @@ from .base import ConvModule, Segmentor, map_to_tokens, tokens_to_map
 
 
 class OverlapPatchEmbed(nn.Module):
-    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, stride: int):
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, stride: int, eps: float = 1e-5):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride, patch_size // 2)
-        self.norm = nn.LayerNorm(embed_dim)
+        self.norm = nn.LayerNorm(embed_dim, eps=eps)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)
@@ -38,7 +40,7 @@ class OverlapPatchEmbed(nn.Module):
 class EfficientAttention(nn.Module):
     """Multi-head self-attention whose keys/values come from a ``sr_ratio``-strided conv of the map (SRA)."""
 
-    def __init__(self, dim: int, num_heads: int, sr_ratio: int):
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int, eps: float = 1e-5):
         super().__init__()
         self.num_heads = num_heads
         self.sr_ratio = sr_ratio
@@ -48,7 +50,7 @@ class EfficientAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
-            self.norm = nn.LayerNorm(dim)
+            self.norm = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         B, N, C = x.shape
@@ -79,12 +81,14 @@ class MixFFN(nn.Module):
 
 
 class MiTBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, sr_ratio: int, drop_path: float = 0.0):
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: int, sr_ratio: int, drop_path: float = 0.0, eps: float = 1e-5
+    ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = EfficientAttention(dim, num_heads, sr_ratio)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = EfficientAttention(dim, num_heads, sr_ratio, eps)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MixFFN(dim, dim * mlp_ratio)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -104,6 +108,7 @@ class MixVisionTransformer(nn.Module):
         sr_ratios=(8, 4, 2, 1),
         drop_path_rate: float = 0.1,
         in_chans: int = 3,
+        eps: float = 1e-5,
     ):
         super().__init__()
         self.embed_dims, self.depths = list(embed_dims), list(depths)
@@ -114,18 +119,22 @@ class MixVisionTransformer(nn.Module):
                 self,
                 f"patch_embed{i + 1}",
                 OverlapPatchEmbed(
-                    in_chans if i == 0 else embed_dims[i - 1], embed_dims[i], 7 if i == 0 else 3, 4 if i == 0 else 2
+                    in_chans if i == 0 else embed_dims[i - 1],
+                    embed_dims[i],
+                    7 if i == 0 else 3,
+                    4 if i == 0 else 2,
+                    eps,
                 ),
             )
             setattr(
                 self,
                 f"block{i + 1}",
                 nn.ModuleList(
-                    MiTBlock(embed_dims[i], num_heads[i], mlp_ratios[i], sr_ratios[i], dpr[cur + j])
+                    MiTBlock(embed_dims[i], num_heads[i], mlp_ratios[i], sr_ratios[i], dpr[cur + j], eps)
                     for j in range(depths[i])
                 ),
             )
-            setattr(self, f"norm{i + 1}", nn.LayerNorm(embed_dims[i]))
+            setattr(self, f"norm{i + 1}", nn.LayerNorm(embed_dims[i], eps=eps))
             cur += depths[i]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -191,6 +200,7 @@ class SegFormerConfig:
     depths: tuple[int, int, int, int]
     decoder_dim: int
     mmseg_head: bool = False  # mmseg's SegformerHead instead of the paper's all-MLP head
+    eps: float = 1e-5  # every LayerNorm's (PyTorch's default, as NVlabs and transformers; mmseg's MiT uses 1e-6)
 
 
 CONFIGS: dict[str, SegFormerConfig] = {
@@ -203,9 +213,11 @@ CONFIGS: dict[str, SegFormerConfig] = {
 }
 
 
+# mmseg's own SegFormers (configs/_base_/models/segformer_mit-b0.py and the B1-B5 configs that override only the
+# backbone and the head's in_channels): SegformerHead(channels=256) for every size, LN eps=1e-6 in every norm.
 CONFIGS.update(
     {
-        f"{name}-mmseg": SegFormerConfig(c.embed_dims, c.depths, c.decoder_dim, mmseg_head=True)
+        f"{name}-mmseg": SegFormerConfig(c.embed_dims, c.depths, 256, mmseg_head=True, eps=1e-6)
         for name, c in list(CONFIGS.items())
     }
 )
@@ -213,7 +225,7 @@ CONFIGS.update(
 
 def build(name: str, num_classes: int = 150) -> Segmentor:
     cfg = CONFIGS[name]
-    backbone = MixVisionTransformer(cfg.embed_dims, cfg.depths)
+    backbone = MixVisionTransformer(cfg.embed_dims, cfg.depths, eps=cfg.eps)
     head = (MMSegFormerHead if cfg.mmseg_head else SegFormerHead)(list(cfg.embed_dims), cfg.decoder_dim, num_classes)
     return Segmentor(name, backbone, head, num_classes=num_classes, output_stride=4)
 
