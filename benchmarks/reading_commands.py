@@ -24,7 +24,6 @@ This machine's timings move by up to 1.5x between runs; run the script for yours
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from synth import write_dataset  # noqa: E402
+from synth import write_dataset, write_eval_result  # noqa: E402
 
 
 def wall(args: list[str], env: dict, cwd: Path, n: int = 5) -> tuple[float, int]:
@@ -57,21 +56,7 @@ def main() -> None:
     write_dataset(tmp / "data", "ade20k", n=4, sizes=((64, 96),))
     union = np.random.default_rng(0).integers(50, 200, size=(50, 10))
     for name, frac in (("a", 0.5), ("b", 0.4)):
-        names = np.array([f"img{i}.jpg" for i in range(50)])
-        inter = (union * frac).astype(np.int64)
-        np.savez(
-            tmp / f"{name}.per_image.npz", names=names, intersect=inter, union=union, pred_area=union, label_area=union
-        )
-        rec = {
-            "kind": "eval",
-            "model": name,
-            "dataset": "ade20k",
-            "protocol": "ss",
-            "num_images": 50,
-            "mIoU": 1.0,
-            "per_image_file": f"{name}.per_image.npz",
-        }
-        (tmp / f"{name}.json").write_text(json.dumps(rec))
+        write_eval_result(tmp, name, (union * frac).astype(np.int64), union)
     commands = [
         ["--help"],
         ["models"],

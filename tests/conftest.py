@@ -19,12 +19,12 @@ os.environ.pop("LRBENCH_OFFLINE", None)
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Fill every parameter and buffer with random values of a sensible scale (layer scales included, so that the
-    attention and FFN branches matter; BN variances positive)."""
+def fill_random(named_tensors, seed: int = 0) -> None:
+    """Fill each (name, tensor) with random values of a sensible scale (layer scales included, so that the attention
+    and FFN branches matter; BN variances positive), in order, from one seeded generator."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        for name, t in named_tensors:
             if not t.is_floating_point():
                 continue
             if name.endswith("running_var"):
@@ -34,6 +34,11 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             else:
                 fan_in = t[0].numel()
                 t.copy_(torch.randn(t.shape, generator=g) / fan_in**0.5)
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter and buffer of ``model`` filled by :func:`fill_random`."""
+    fill_random(list(model.named_parameters()) + list(model.named_buffers()), seed)
     return model
 
 

@@ -11,14 +11,16 @@ Each entry's recipe is compared with its config's test protocol. The records of 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import peers
 import pytest
 import torch
+from conftest import fill_random
 from verified import record
 
-from lrbench.engine.models import create_model, load_state
+from lrbench.engine.models import convert_weights, create_model, load_state, model_family
 from lrbench.engine.pipeline import MS_RATIOS
 from lrbench.recipes import get_recipe
 from lrbench.zoo import load_zoo
@@ -35,18 +37,7 @@ def config(entry):
 def seeded(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
     """Seeded random values for every entry of the model's state dict (BN variances positive), loaded into it and
     returned: what a release checkpoint holds. Non-persistent buffers (the data preprocessor's mean/std) stay."""
-    g = torch.Generator().manual_seed(seed)
-    sd = model.state_dict()
-    with torch.no_grad():
-        for name, t in sd.items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif t.dim() <= 1:
-                t.copy_(torch.randn(t.shape, generator=g) * 0.5 + (1.0 if name.endswith("weight") else 0.0))
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
+    fill_random(model.state_dict().items(), seed)  # state_dict tensors share the model's storage
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -153,3 +144,69 @@ def test_recipe_follows_the_config(name):
     if "ms_ratios" in want:
         got |= {"ms_ratios": list(MS_RATIOS), "ms_flips": [0.0, 1.0]}
     assert got == want, f"recipes/{entry.recipe}.yaml vs {peers.config_of_url()[entry.source.url].name}"
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Build models on the meta device (no memory, no init): ``Tensor.item`` of a meta tensor (mmseg's MiT reads its
+    drop-path rates with it) answers 0.0, which changes no shape."""
+    item = torch.Tensor.item
+    torch.Tensor.item = lambda t: 0.0 if t.is_meta else item(t)
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        torch.Tensor.item = item
+
+
+@pytest.mark.parametrize("name", sorted(MMSEG))
+def test_every_entry_loads_its_configs_keys_strictly(name):
+    """All 32 entries, each with its dataset's class count: the state dict of mmseg's model of the entry's config
+    (shapes only), converted by lrbench's loader, has exactly the keys and shapes of the entry's lrbench model."""
+    entry = MMSEG[name]
+    with shapes_only():
+        mm = peers.build_model(config(entry))
+        net = create_model(entry.arch, num_classes=entry.num_classes)
+    zeros = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in mm.state_dict().items()}  # the converter reads some
+    converted, _ = convert_weights(zeros, model_family(entry.arch))
+    got = {k: tuple(v.shape) for k, v in converted.items() if not k.startswith("auxiliary_head.")}
+    assert got == {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert sum(p.numel() for p in net.parameters()) == own_params(mm)
+
+
+def test_a_peer_checkpoint_through_its_zoo_entry(files, tmp_path, monkeypatch):
+    """The way a user gets mmseg's weights: `lrbench zoo pull ENTRY` downloads the entry's URL (a local server here,
+    serving mmseg's model of the entry's config with seeded weights), converts it strictly, and both
+    ``create_model(ENTRY, pretrained=True)`` and ``create_model(ENTRY, checkpoint=FILE)`` give mmseg's logits."""
+    import io
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from lrbench import create_model as api_create_model
+    from lrbench.cli import app
+    from lrbench.zoo import ZOO_FILE
+
+    entry = MMSEG["segformer-b0-mmseg_cityscapes"]
+    mm = peers.build_model(config(entry))
+    state = seeded(mm, seed=3)
+    buf = io.BytesIO()
+    torch.save({"meta": {"mmseg_version": "1.2.2"}, "state_dict": state}, buf)
+    digest = files.add(entry.source.url.split("download.openmmlab.com", 1)[1], buf.getvalue())
+    manifest = yaml.safe_load(ZOO_FILE.read_text())["models"][entry.name]
+    manifest["url"]["sha256"] = digest  # seeded weights cannot match the real file name's hash prefix
+    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump({"models": {entry.name: manifest}}))
+    monkeypatch.setenv("LRBENCH_ZOO", str(tmp_path / "zoo.yaml"))
+    r = CliRunner().invoke(app, ["zoo", "pull", entry.name])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "b0.pth").write_bytes(buf.getvalue())
+    x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        want = mm_logits(mm.double(), x)
+        for net in (
+            api_create_model(entry.name, pretrained=True),
+            api_create_model(entry.name, checkpoint=str(tmp_path / "b0.pth")),
+        ):
+            assert net.num_classes == 19
+            got = net.double()(x)
+            assert float((got - want).abs().max()) <= TOL * float(want.max() - want.min())

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from synth import write_eval_result
+
 REPO = Path(__file__).resolve().parent.parent
 
 # (argv, expected exit status): run in one fresh interpreter, which must never import torch.
@@ -95,24 +97,6 @@ def run_without_torch(calls: list[tuple[list[str], int]], cwd: Path, env_home: P
     return res["calls"]
 
 
-def _eval_result(folder: Path, name: str, inter: np.ndarray, union: np.ndarray) -> Path:
-    names = np.array([f"img{i}.jpg" for i in range(len(inter))])
-    np.savez(
-        folder / f"{name}.per_image.npz", names=names, intersect=inter, union=union, pred_area=union, label_area=union
-    )
-    rec = {
-        "kind": "eval",
-        "model": name,
-        "dataset": "ade20k",
-        "protocol": "ss",
-        "num_images": len(inter),
-        "mIoU": 50.0,
-        "per_image_file": f"{name}.per_image.npz",
-    }
-    (folder / f"{name}.json").write_text(json.dumps(rec))
-    return folder / f"{name}.json"
-
-
 def test_help_and_argument_errors_never_import_torch(tmp_path):
     calls = [(h + ["--help"], 0) for h in HELP] + [(a, 2) for a in ARGUMENT_ERRORS]
     got = run_without_torch(calls, tmp_path, tmp_path / "home")
@@ -131,8 +115,8 @@ def test_reading_commands_never_import_torch_and_piped_tables_are_whole(tmp_path
     synth(data, "ade20k", n=2, sizes=((32, 48),))
     rng = np.random.default_rng(0)
     union = rng.integers(50, 200, size=(20, 5))
-    a = _eval_result(tmp_path, "a", (union * 0.5).astype(np.int64), union)
-    b = _eval_result(tmp_path, "b", (union * 0.4).astype(np.int64), union)
+    a = write_eval_result(tmp_path, "a", (union * 0.5).astype(np.int64), union)
+    b = write_eval_result(tmp_path, "b", (union * 0.4).astype(np.int64), union)
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "flops.json").write_text(
         (REPO / "results" / "flops" / "lrformer-t_512x512_150.json").read_text()
