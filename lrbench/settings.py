@@ -81,7 +81,7 @@ class EvalSettings:
         """Refuse what is wrong whatever the model and data (no torch needed); returns self."""
         for flag, value, allowed in (
             ("--protocol", self.protocol, PROTOCOLS),
-            ("--ms-merge", self.merge or MS_MERGES[0], MS_MERGES),
+            ("--ms-merge", self.merge or "softmax", MS_MERGES),  # None: the recipe's library's
             ("--mode", self.mode or "whole", MODES),
             ("--dtype", self.dtype, DTYPES),
             ("--device", self.device, ("auto", *DEVICES)),

@@ -213,3 +213,100 @@ def test_the_old_logits_merge_differs_from_mmseg(segformer_b0):
         a = predict_logits(net, img, test, "ms", merge="softmax")[0].argmax(0)
         b = predict_logits(net, img, test, "ms", merge="logits")[0].argmax(0)
     assert int((a != b).sum()) > 0
+
+
+class _AsBackbone(torch.nn.Module):
+    """An lrbench model inside mmseg's EncoderDecoder: it hands the decode head its logits (the head passes them on)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _align_resize():
+    """The LRFormer fork's AlignResize (lrformer-facts.md section 5): mmseg's keep-ratio ``Resize``, then each side
+    resized up to the next multiple of ``size_divisor`` with ``mmcv.imresize`` (a transcription of the fork, built on
+    mmcv's own functions)."""
+    import mmcv
+    from mmcv.transforms import BaseTransform
+    from mmseg.registry import TRANSFORMS
+
+    @TRANSFORMS.register_module(name="AlignResizeForTest", force=True)
+    class AlignResize(BaseTransform):
+        def __init__(self, size_divisor=32):
+            self.d = size_divisor
+
+        def transform(self, results):
+            h, w = results["img"].shape[:2]
+            H, W = -(-h // self.d) * self.d, -(-w // self.d) * self.d
+            results["img"] = mmcv.imresize(results["img"], (W, H))
+            results["img_shape"] = (H, W)
+            return results
+
+    return "AlignResizeForTest"
+
+
+def test_lrformer_pipeline_equals_mmseg(segformer_b0, randomize):
+    """LRFormer's own protocol (Resize to (2048, 512), AlignResize to /32, logits to the aligned size then to the
+    original) run by mmseg's dataset, pipeline, EncoderDecoder post-processing and IoUMetric around lrbench's
+    LRFormer-T, against `lrbench eval lrformer-t_ade20k`."""
+    s = segformer_b0
+    net = randomize(create_model("lrformer-t"), seed=4).eval()
+    ckpt = s["tmp"] / "lrformer_t.pth"
+    torch.save({"state_dict": net.state_dict()}, ckpt)
+    cfg = s["cfg"].copy()
+    cfg.test_dataloader.dataset.pipeline = [
+        dict(type="LoadImageFromFile"),
+        dict(type="Resize", scale=(2048, 512), keep_ratio=True),
+        dict(type=_align_resize(), size_divisor=32),
+        dict(type="LoadAnnotations", reduce_zero_label=True),
+        dict(type="PackSegInputs"),
+    ]
+    mm = peers.build_model(cfg)
+    mm.backbone = _AsBackbone(net)
+    mm.decode_head.forward = lambda x: x  # the logits, which mmseg resizes to img_shape, then to ori_shape
+    mm_metrics, mm_labels, mm_scores = _mmseg_run(cfg, mm, s["base"])
+    test = resolve("lrformer-t_ade20k").recipe["test"]
+    with torch.no_grad():
+        for p, b, sc in zip(s["paths"], mm_labels, mm_scores):
+            img = torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy())
+            a = predict_labels(net, img, test)[0].numpy()
+            assert _near_ties(a, b, sc), f"{(a != b).sum()} of {a.size} pixels differ"
+    res = evaluate(
+        EvalSettings(
+            "lrformer-t_ade20k",
+            str(s["root"]),
+            checkpoint=str(ckpt),
+            workers=0,
+            out=str(s["tmp"] / "lrf.json"),
+            overwrite=True,
+        )
+    )
+    assert abs(res["mIoU"] - mm_metrics["mIoU"]) <= 0.01 + 0.005
+    assert abs(res["aAcc"] - mm_metrics["aAcc"]) <= 0.01 + 0.005
+
+
+def test_mask2former_pipeline_equals_mmseg(segformer_b0):
+    """mmseg's Mask2Former-R50 (ADE20K config: pad to /32 at test time, scores at the padded size, cropped, resized
+    to the original) against lrbench's pipeline on the same checkpoint; a quarter of the test scale keeps it quick."""
+    s = segformer_b0
+    entry = MMSEG["mask2former-r50-mmseg_ade20k"]
+    cfg = config(entry).copy()
+    scale = (512, 128)
+    for t in cfg.test_dataloader.dataset.pipeline:
+        if t["type"] == "Resize":
+            t["scale"] = scale
+    mm, state = built(str(peers.config_of_url()[entry.source.url]))
+    ckpt = s["tmp"] / "m2f_r50.pth"
+    torch.save({"state_dict": state}, ckpt)
+    _, mm_labels, mm_scores = _mmseg_run(cfg, mm, s["base"])
+    net = create_model(entry.arch, checkpoint=str(ckpt))
+    test = {**resolve(entry.name).recipe["test"], "resize": list(scale)}
+    with torch.no_grad():
+        for p, b, sc in zip(s["paths"], mm_labels, mm_scores):
+            img = torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy())
+            a = predict_labels(net, img, test)[0].numpy()
+            assert _near_ties(a, b, sc), f"{(a != b).sum()} of {a.size} pixels differ"

@@ -3,18 +3,25 @@ the label maps at the original size -- by the reference path (:func:`predict_log
 resized to the image and merged) and the fast path (:func:`predict_labels`, :mod:`lrbench.engine.postprocess`).
 :class:`TestConfig` holds everything that decides the numbers.
 
-Test pipeline (recipe ``test:``): keep-ratio resize to ``resize`` (mmcv ``imrescale``: factor = min(long/long_side,
-short/short_side), sizes rounded half up), then with ``size_divisor`` > 1 each side resized *up* to the next multiple
-(LRFormer / SegFormer AlignResize), bilinear, rounded back to uint8 as cv2 does; ImageNet mean/std in RGB. With
-``pad_divisor`` (the Mask2Former models: mmseg's data preprocessor, detectron2's size divisibility) the normalised image
-is instead zero-padded right/bottom to a multiple and the padding is cropped off the scores before the final resize.
+Test pipeline (recipe ``test:``), as the library named by ``test.library`` runs it (the one whose code made the
+recipe's published numbers; mmseg when unsaid): keep-ratio resize to ``resize`` (mmseg: mmcv ``rescale_size``,
+factor = min(long/long_side, short/short_side), sides rounded half up; detectron2: ``ResizeShortestEdge``), then with
+``size_divisor`` > 1 each side resized *up* to the next multiple (LRFormer / SegFormer AlignResize). Each resize is
+the library's own on the uint8 image: mmseg ``mmcv.imresize`` = ``cv2.resize(INTER_LINEAR)`` (fixed point),
+detectron2 ``ResizeTransform`` = PIL ``BILINEAR`` (antialiased when shrinking); then ImageNet mean/std in RGB. With
+``pad_divisor`` (the Mask2Former models: mmseg's data preprocessor, detectron2's size divisibility) the normalised
+image is zero-padded right/bottom to a multiple and the padding is cropped off the scores before the final resize.
 ``ms_max_long`` (detectron2) fixes the long-side limit of the multi-scale views instead of scaling it.
 Inference: ``whole`` = one forward; ``slide`` = crop windows (mmseg grid: last window flush with the border),
 logits resized to each crop, summed and divided by the per-pixel count. Logits are resized bilinearly
 (align_corners=False) to the network input, then to the original image, before argmax.
-Multi-scale (``protocol="ms"``): test scale times [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], each with a horizontal flip;
-logits at the original size are averaged (softmax-free; ``merge="softmax"`` averages probabilities as mmseg 1.x's
-SegTTAModel does).
+Multi-scale (``protocol="ms"``): mmseg 0.x's views (``MultiScaleFlipAug``: the test scale times [0.5, 0.75, 1.0,
+1.25, 1.5, 1.75], each with a horizontal flip; the published 0.x numbers were made so; mmseg 1.x's ``tta_pipeline``
+scales the image itself by those ratios instead), merged at the original size as the library does: mmseg (0.x
+``aug_test`` and 1.x ``SegTTAModel``) averages the views' softmax, detectron2's Mask2Former TTA averages the scores as
+they are (``merge="softmax"`` / ``"logits"``; ``--ms-merge`` overrides).
+
+Deviation kept: on CUDA the resize runs on the CPU (the library's arithmetic), so images go to the GPU after it.
 """
 
 from __future__ import annotations
