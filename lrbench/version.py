@@ -10,22 +10,28 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+unknown"
 
 
-def torch_version() -> str | None:
-    """``torch.__version__`` of the installed torch without importing it (the reading layer never does): read from
-    ``torch/version.py``, which torch's own ``__init__`` takes it from; the package metadata's when that file is odd."""
+def torch_build(field: str) -> str | None:
+    """A field of the installed torch's ``torch/version.py`` (``__version__``, ``cuda``: the CUDA it was built
+    for) without importing torch (the reading layer never does; torch's own ``__init__`` reads the same file)."""
     import importlib.util
     import re
     from pathlib import Path
 
     spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
+    for folder in (spec.submodule_search_locations or []) if spec else []:
         path = Path(folder) / "version.py"
         if path.is_file():
-            m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", path.read_text(), re.M)
-            if m:
-                return m.group(1)
+            m = re.search(rf"^{re.escape(field)}\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", path.read_text(), re.M)
+            return m.group(1) if m else None
+    return None
+
+
+def torch_version() -> str | None:
+    """``torch.__version__`` of the installed torch without importing it (:func:`torch_build`); the package
+    metadata's when that file is odd."""
+    found = torch_build("__version__")
+    if found:
+        return found
     try:
         return version("torch")
     except PackageNotFoundError:
