@@ -199,6 +199,7 @@ def test_multi_scale_flip_equals_mmseg_tta(segformer_b0):
             assert _near_ties(a, b, sc), f"{(a != b).sum()} of {a.size} pixels differ"
     res = _lrbench_eval(s, "ms", recipe, root=s["small"].parent)
     assert res["merge"] == "softmax"  # the recipe's library's merge, without --ms-merge
+    assert res["ms_views"].startswith("mmseg: test scale 512x128 x 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, each with a")
     assert abs(res["mIoU"] - mm_metrics["mIoU"]) <= 0.01 + 0.005
     assert abs(res["aAcc"] - mm_metrics["aAcc"]) <= 0.01 + 0.005
 

@@ -34,7 +34,7 @@ from .devices import autocast, check_device, check_dtype, device_name, resolve_d
 from .inference import Loaded, load
 from .loader import DatasetError, SegDataset, collate_list
 from .metrics import IoUAccumulator
-from .pipeline import TestConfig, predict_labels
+from .pipeline import TestConfig, ms_views, predict_labels
 from .timing import Intervals, Stages
 
 
@@ -421,6 +421,7 @@ def evaluate(
         protocol=cfg.protocol,
         mode=cfg.mode,
         merge=cfg.merge,
+        ms_views=ms_views(cfg.test) if cfg.protocol == "ms" else None,
         aAcc=summary["aAcc"],
         mIoU=summary["mIoU"],
         miou_ci95=ci,

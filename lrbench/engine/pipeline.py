@@ -173,6 +173,20 @@ def forward_slide(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], stri
     return out / count
 
 
+def ms_views(test: dict) -> str:
+    """What ``--protocol ms`` runs under a recipe's ``test`` settings, in words (written into each ms eval record)."""
+    lib = library_of(test)
+    scale = "x".join(map(str, test.get("resize") or [])) or "the image size"
+    align = f", each side then resized up to /{test['size_divisor']}" if int(test.get("size_divisor") or 1) > 1 else ""
+    limit = f" (long side <= {test['ms_max_long']} off 1.0)" if test.get("ms_max_long") else ""
+    merge = "mean of the views' softmax" if MS_MERGE[lib] == "softmax" else "mean of the views' scores"
+    return (
+        f"{lib}: test scale {scale} x {', '.join(map(str, MS_RATIOS))}{limit}{align}, each with a horizontal flip; "
+        f"{'mmseg 0.x MultiScaleFlipAug views' if lib == 'mmseg' else 'detectron2 ResizeShortestEdge views'}; "
+        f"default merge: {merge}"
+    )
+
+
 def protocol_settings(test: dict, protocol: str) -> tuple[list[tuple[float, bool]], tuple, tuple, int]:
     """(views as (scale ratio, flip), slide crop, slide stride, pad divisor) of a recipe's test settings."""
     views = [(1.0, False)] if protocol == "ss" else [(r, f) for r in MS_RATIOS for f in (False, True)]
