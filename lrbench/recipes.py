@@ -10,8 +10,9 @@ from pathlib import Path
 import yaml
 
 from .datasets import get_spec
-from .errors import ConfigError, UnknownNameError
+from .errors import ConfigError, UnknownNameError, UsageError
 from .fileio import data_dir, read_yaml
+from .names import LIBRARIES, MS_MERGE
 from .settings import model_family
 
 RECIPES_DIR = Path(os.environ.get("LRBENCH_RECIPES") or data_dir("recipes"))
@@ -57,3 +58,16 @@ def default_recipe(arch: str, dataset: str) -> dict:
         f"write recipes/{family}_{dataset}.yaml (see recipes/{family}_{have[0]}.yaml) or pick another "
         f"--dataset"
     )
+
+
+def library_of(test: dict) -> str:
+    """The library whose test pipeline a recipe's published numbers came from (``test.library``; mmseg if unsaid)."""
+    lib = test.get("library", "mmseg")
+    if lib not in LIBRARIES:
+        raise UsageError(f"recipe test.library must be one of {', '.join(LIBRARIES)}, got '{lib}'")
+    return lib
+
+
+def default_merge(test: dict) -> str:
+    """How the library of a recipe's ``test`` settings merges multi-scale views (mmseg: softmax, detectron2: as is)."""
+    return MS_MERGE[library_of(test)]

@@ -32,8 +32,7 @@ from PIL import Image
 from . import claims
 from .datasets import DATASETS
 from .fileio import atomic_write_bytes
-from .names import MS_MERGE
-from .recipes import get_recipe
+from .recipes import default_merge, get_recipe, library_of
 from .results import git_commit, load_results
 from .stats import load_per_image, paired_diff
 from .version import __version__, torch_version
@@ -68,8 +67,8 @@ def not_complete(run: dict, entry: ZooEntry) -> str | None:
         return f"not the published protocol (recipe {run.get('recipe')}, mode {run.get('mode')})"
     if "test" in run and run["test"] != test:
         return f"another test pipeline than recipes/{entry.recipe}.yaml has now (run it again)"
-    if run.get("protocol") == "ms" and run.get("merge") != MS_MERGE[test.get("library", "mmseg")]:
-        return f"ms views merged by {run.get('merge')}, not as {test.get('library', 'mmseg')} does"
+    if run.get("protocol") == "ms" and run.get("merge") != default_merge(test):
+        return f"ms views merged by {run.get('merge')}, not as {library_of(test)} does"
     if run.get("protocol") not in ("ss", "ms"):
         return f"unknown protocol {run.get('protocol')}"
     val = DATASETS[entry.dataset].val_size

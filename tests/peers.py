@@ -10,16 +10,11 @@ never call them). Models are built from the config files that ship inside the mm
 from __future__ import annotations
 
 import functools
-import importlib.util
 import sys
 import types
 from pathlib import Path
 
 import yaml
-
-
-def available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("mmseg", "mmengine", "mmcv"))
 
 
 @functools.cache

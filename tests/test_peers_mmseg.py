@@ -69,7 +69,6 @@ def own_params(mm) -> int:
     return sum(p.numel() for n, p in mm.named_parameters() if not n.startswith("auxiliary_head."))
 
 
-ARCHS = sorted({(e.arch, e.source.url) for e in MMSEG.values()}, key=lambda a: a[0])
 ONE_PER_ARCH = {}
 for name, e in MMSEG.items():
     ONE_PER_ARCH.setdefault(e.arch, name)

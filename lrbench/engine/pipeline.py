@@ -38,7 +38,8 @@ from PIL import Image
 
 from ..datasets import get_spec
 from ..errors import UsageError
-from ..names import LIBRARIES, MODES, MS_MERGE, MS_MERGES, PROTOCOLS
+from ..names import MODES, MS_MERGES, PROTOCOLS
+from ..recipes import default_merge, library_of
 from .models.base import IMAGENET_MEAN, IMAGENET_STD
 from .postprocess import View, merged_labels, to_device, view_of
 from .timing import Stages
@@ -74,14 +75,6 @@ def rescale_size(
         return int(nh + 0.5), int(nw + 0.5)
     f = min(long_edge / max(h, w), short_edge / min(h, w))
     return int(h * f + 0.5), int(w * f + 0.5)
-
-
-def library_of(test: dict) -> str:
-    """The library whose test pipeline a recipe's published numbers came from (``test.library``; mmseg if unsaid)."""
-    lib = test.get("library", "mmseg")
-    if lib not in LIBRARIES:
-        raise UsageError(f"recipe test.library must be one of {', '.join(LIBRARIES)}, got '{lib}'")
-    return lib
 
 
 def resize_steps(h: int, w: int, test: dict, ratio: float = 1.0) -> list[tuple[int, int]]:
@@ -179,7 +172,7 @@ def ms_views(test: dict) -> str:
     scale = "x".join(map(str, test.get("resize") or [])) or "the image size"
     align = f", each side then resized up to /{test['size_divisor']}" if int(test.get("size_divisor") or 1) > 1 else ""
     limit = f" (long side <= {test['ms_max_long']} off 1.0)" if test.get("ms_max_long") else ""
-    merge = "mean of the views' softmax" if MS_MERGE[lib] == "softmax" else "mean of the views' scores"
+    merge = "mean of the views' softmax" if default_merge(test) == "softmax" else "mean of the views' scores"
     return (
         f"{lib}: test scale {scale} x {', '.join(map(str, MS_RATIOS))}{limit}{align}, each with a horizontal flip; "
         f"{'mmseg 0.x MultiScaleFlipAug views' if lib == 'mmseg' else 'detectron2 ResizeShortestEdge views'}; "
@@ -209,7 +202,7 @@ def predict_logits(
     images = images[None] if images.dim() == 3 else images
     H, W = images.shape[1:3]
     views, crop, stride, pad = protocol_settings(test, protocol)
-    merge = (merge or MS_MERGE[library_of(test)]) if len(views) > 1 else "logits"
+    merge = (merge or default_merge(test)) if len(views) > 1 else "logits"
     run = (lambda x: forward_slide(model, x, crop, stride)) if mode == "slide" else (lambda x: forward_whole(model, x))
     total = None
     for ratio, flip in views:
@@ -262,7 +255,7 @@ def predict_labels(
 ) -> torch.Tensor:
     """(B, H, W) predicted class indices at the original size: the fast path of ``predict_logits(...).argmax(1)``."""
     views = protocol_views(model, images, test, protocol, mode, stages)
-    labels = merged_labels(views, merge or MS_MERGE[library_of(test)])
+    labels = merged_labels(views, merge or default_merge(test))
     if stages:
         stages.mark("post-process")
     return labels
@@ -286,7 +279,7 @@ class TestConfig:
         """``merge`` None: the recipe's library's (mmseg averages probabilities, detectron2 the scores as they are)."""
         get_spec(dataset)
         test = dict(recipe.get("test") or {})
-        merge = merge or MS_MERGE[library_of(test)]
+        merge = merge or default_merge(test)
         for flag, value, allowed in (
             ("--protocol", protocol, PROTOCOLS),
             ("--ms-merge", merge, MS_MERGES),
