@@ -191,7 +191,8 @@ def test_report_is_byte_identical_when_regenerated(results, tmp_path):
     assert (tmp_path / "plots" / "miou_vs_gflops_ade20k.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_report_cli_and_errors(results, tmp_path):
+def test_report_cli_and_errors(results, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the runs without --plots write the default plots/ here, not into the checkout
     r = CliRunner().invoke(
         app, ["report", "--results", str(results), "--out", str(tmp_path / "R.md"), "--plots", str(tmp_path / "p")]
     )
