@@ -1,12 +1,20 @@
 """lrbench: reproduce LRFormer (Low-Resolution Self-Attention) and its baselines without mmcv/mmseg.
 
 ``lrbench.create_model``, ``lrbench.list_models``, ``lrbench.load_checkpoint`` and ``lrbench.predict`` come from
-:mod:`lrbench.engine.api`; they are imported on first use so that the command line (``lrbench.cli``) starts without importing torch.
+:mod:`lrbench.engine.api`; they are imported on first use so that the command line (:mod:`lrbench.cli`) starts
+without importing torch. Type checkers see them through the ``TYPE_CHECKING`` import below, and ``dir(lrbench)``
+lists them.
 """
+
+from typing import TYPE_CHECKING
 
 from .version import __version__
 
-_API = ("create_model", "list_models", "load_checkpoint", "predict")
+if TYPE_CHECKING:  # what the lazy attributes are, for type checkers and IDEs (never executed)
+    from .engine.api import create_model, list_models, load_checkpoint, predict
+
+__all__ = ["__version__", "create_model", "list_models", "load_checkpoint", "predict"]
+_API = tuple(__all__[1:])
 
 
 def __getattr__(name: str):
@@ -17,4 +25,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'lrbench' has no attribute '{name}'")
 
 
-__all__ = ["__version__", *_API]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

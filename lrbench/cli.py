@@ -143,6 +143,7 @@ def _preflight(
     sha256: str | None = None,
     dataset: str | None = None,
     recipe: bool = True,
+    creates_manifest: bool = False,
 ) -> Resolved | None:
     """Argument errors that need no model, answered before torch is imported: unknown names (with a did-you-mean),
     a zoo entry on another dataset, an architecture without a test recipe there (``recipe``), ``--shape`` rules, the
@@ -152,7 +153,7 @@ def _preflight(
     arch = check_model_name(model) if model else None
     resolved = resolve(model, dataset) if model and recipe else None
     if entry:
-        check_entry_name(entry)
+        check_entry_name(entry, local_may_be_missing=creates_manifest)
     check_shape(shape, arch)
     check_sha256(sha256)
     return resolved
@@ -300,14 +301,24 @@ def flops_cmd(
 ) -> None:
     """Parameters and GFLOPs (fvcore's convention: 1 multiply-add = 1 FLOP, backbone + decode head; shapes only)."""
     _preflight(model, shape=shape)
-    res = with_progress(f"flops {model}", _engine().flops, model, shape, dataset, num_classes, out, overwrite, total=3)
+    res = with_progress(
+        f"flops {model}",
+        _engine().flops,
+        model,
+        shape=shape,
+        dataset=dataset,
+        num_classes=num_classes,
+        out=out,
+        overwrite=overwrite,
+        total=3,
+    )
     if json_out:
         print_json(res)
         return
     table = Table(title=f"{res['model']} @ {res['shape'][0]}x{res['shape'][1]}, {res['num_classes']} classes")
     table.add_column("part")
     table.add_column("params (M)", justify="right")
-    table.add_column("GFLOPs", justify="right")
+    table.add_column("GFLOPs (multiply-adds)", justify="right")
     table.add_row("backbone", f"{res['params_backbone'] / 1e6:.2f}", f"{res['gflops_backbone']:.2f}")
     table.add_row("decode head", f"{res['params_head'] / 1e6:.2f}", f"{res['gflops_head']:.2f}")
     semantic = res["gflops_full"] - res["gflops_backbone"] - res["gflops_head"]
@@ -321,6 +332,12 @@ def flops_cmd(
             f"figures leave out): {res['gflops_full']:.2f} GFLOPs"
         )
     console.print("by operator: " + ", ".join(f"{k} {v:.2f}" for k, v in res["by_operator"].items()))
+    console.print(f"unit: {res['unit']}")
+    shares = [f"{k.removeprefix('aten::')} {v['share']:.1%}" for k, v in res["skipped_ops"].items() if v["share"]]
+    console.print(
+        f"not counted by the convention (est. {res['skipped_share']:.1%} more at 1 FLOP per element): "
+        + (", ".join(shares[:8]) + (", ..." if len(shares) > 8 else "") if shares else "no arithmetic ops")
+    )
     if res["unsupported_ops"]:
         console.print(f"[yellow]not counted (unsupported): {res['unsupported_ops']}[/]")
 
@@ -342,9 +359,24 @@ def speed_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Forward latency (median, IQR) and images/s, with the device and settings it was measured with."""
-    settings = (batch_size, dtype, channels_last, compile, device, warmup, iters, out, overwrite)
     _preflight(model, shape=shape, dataset=dataset)
-    res = with_progress(f"speed {model}", _engine().speed, model, shape, dataset, *settings, total=warmup + iters)
+    res = with_progress(
+        f"speed {model}",
+        _engine().speed,
+        model,
+        shape=shape,
+        dataset=dataset,
+        batch_size=batch_size,
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=compile,
+        device=device,
+        warmup=warmup,
+        iters=iters,
+        out=out,
+        overwrite=overwrite,
+        total=warmup + iters,
+    )
     if json_out:
         print_json(res)
         return
@@ -353,6 +385,7 @@ def speed_cmd(
         f"{'  channels_last' if channels_last else ''}{'  compiled' if compile else ''}"
     )
     console.print(f"device: {res['device_name']}  torch {res['torch']}  warmup {warmup}  iters {iters}")
+    console.print(f"timer: {res['timer']['covers']}; {res['timer']['clock']}")
     if res["compile_s"] is not None:
         console.print(f"torch.compile: {res['compile_s']:.1f} s for the first call (not in the latency below)")
     mem = f"  peak memory {res['peak_mem_mb']:.0f} MiB" if res["peak_mem_mb"] is not None else ""
@@ -372,7 +405,7 @@ def claims_cmd(
     json_out: bool = JSON,
 ) -> None:
     """The LRSA scaling study: attention and whole-model cost vs resolution, with a verdict per claim."""
-    res = with_progress("claims", _engine().claims, quick, device, out, plot, overwrite)
+    res = with_progress("claims", _engine().claims, quick=quick, device=device, out=out, plot=plot, overwrite=overwrite)
     if json_out:
         print_json(res)
         return
@@ -531,17 +564,17 @@ def predict_cmd(
         _engine().predict,
         model,
         inputs,
-        out,
-        dataset,
-        checkpoint,
-        protocol,
-        mode,
-        alpha,
-        batch_size,
-        device,
-        dtype,
-        overwrite,
-        skip_bad,
+        out=out,
+        dataset=dataset,
+        checkpoint=checkpoint,
+        protocol=protocol,
+        mode=mode,
+        alpha=alpha,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        overwrite=overwrite,
+        skip_bad=skip_bad,
     )
     if json_out:
         print_json(records)
@@ -597,8 +630,17 @@ def reproduce_cmd(
     """The main job: params, FLOPs, the claims study, speed (and evals with --data-root) -> RESULTS.md.
     Under torchrun every eval is sharded across the ranks; rank 0 writes the results and the report."""
     t0 = time.perf_counter()
-    run = _engine().run_reproduce
-    outcome = with_progress("reproduce", run, data_root, quick, results, out, plots, device, evals_only=evals_only)
+    outcome = with_progress(
+        "reproduce",
+        _engine().run_reproduce,
+        data_root=data_root,
+        quick=quick,
+        results=results,
+        out=out,
+        plots=plots,
+        device=device,
+        evals_only=evals_only,
+    )
     if int(os.environ.get("RANK", "0")) > 0:  # under torchrun only rank 0 reports
         return
     paths = outcome.report
@@ -628,8 +670,10 @@ def convert_cmd(
 ) -> None:
     """Convert a checkpoint to lrbench-named safetensors (checked strictly against the model first)."""
     _preflight(model, recipe=False)
-    res = _engine().convert(model, checkpoint, out, dataset, num_classes, overwrite)
+    res = _engine().convert(model, checkpoint, out, dataset=dataset, num_classes=num_classes, overwrite=overwrite)
     console.print(f"{checkpoint} -> {out} ({res['arch']}, {res['num_classes']} classes, {res['tensors']} tensors)")
+    for n in res["notes"]:
+        console.print(f"  note: {escape(n)}")
 
 
 @zoo_app.command("list", epilog="Example: lrbench zoo list --dataset cityscapes")
@@ -758,8 +802,10 @@ def zoo_publish_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Verify, convert to safetensors and publish a zoo entry's weights with a model card; prints the manifest lines."""
-    _preflight(entry=name)
-    res = _engine().zoo_publish(name, checkpoint, repo_id, revision, private, dry_run, results)
+    _preflight(entry=name, creates_manifest=True)
+    res = _engine().zoo_publish(
+        name, checkpoint, repo_id, revision=revision, private=private, dry_run=dry_run, results=results
+    )
     if json_out:
         print_json(res)
         return

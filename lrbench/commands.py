@@ -11,7 +11,17 @@ from pathlib import Path
 from .errors import OutputError
 from .fileio import check_writable
 from .results import per_image_of, read_eval
-from .zoo import ZooEntry, describe_models, get_entry, list_entries, lock, resolution, verification, weights_dir
+from .zoo import (
+    UNREPRODUCIBLE,
+    ZooEntry,
+    describe_models,
+    get_entry,
+    list_entries,
+    lock,
+    resolution,
+    verification,
+    weights_dir,
+)
 
 Progress = Callable[[int, int, str], None]
 
@@ -66,11 +76,19 @@ def zoo_list(dataset: str | None = None, family: str | None = None) -> list[dict
 def zoo_info(name: str) -> dict:
     e = get_entry(name)
     pin = resolution(e.name)
-    return _entry_row(e) | {
-        "resolved": pin.describe() if pin else None,
-        "cache": str(weights_dir(e.name)),
-        "verified": " | ".join(verification(e.arch)) or "no peer record (see zoo/verified.yaml)",
-    }
+    return (
+        _entry_row(e)
+        | {
+            "resolved": pin.describe() if pin else None,
+            "cache": str(weights_dir(e.name)),
+            "verified": " | ".join(verification(e.arch)) or "no peer record (see zoo/verified.yaml)",
+        }
+        | (
+            {"gflops_verdict": f"{UNREPRODUCIBLE} ({e.published['gflops']} G): {e.published['gflops_unreproducible']}"}
+            if e.published.get("gflops_unreproducible")
+            else {}
+        )
+    )
 
 
 def zoo_lock(out: str, overwrite: bool = False) -> dict:

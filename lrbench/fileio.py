@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import ConfigError, OutputError
 
 
 def read_yaml(path: str | os.PathLike):
@@ -78,3 +78,33 @@ def check_writable(path: str | os.PathLike, what: str = "--out") -> Path:
     if path.is_dir():
         raise OutputError(f"{what} {path}: is a folder; give a file name")
     return path
+
+
+def env_path(var: str, kind: str = "file", fix: str = "") -> Path | None:
+    """The file or folder (``kind``: file | dir | home) an environment variable names, or None when it is unset or
+    empty. A set variable never falls back to a default: a missing, unreadable or wrong-kind target is a one-line
+    :class:`ConfigError` naming the variable, its value and ``fix`` (what to do), so that a pinned run cannot quietly
+    stop being pinned. A ``home`` (a cache lrbench writes) may be missing if its parent exists: it is made on first
+    use; one that exists must be a writable folder."""
+    value = os.environ.get(var, "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    fix = fix or f"unset {var}"
+    if not path.exists() and kind == "home":  # a cache folder: made on first use, like huggingface_hub's
+        if not path.parent.is_dir():
+            raise ConfigError(f"{var}={value}: its parent folder does not exist; {fix}")
+        return path
+    if not path.exists():
+        problem = "not found"
+    elif kind == "file" and not path.is_file():
+        problem = "is not a file"
+    elif kind in ("dir", "home") and not path.is_dir():
+        problem = "is not a folder"
+    elif not os.access(path, os.R_OK | (os.X_OK if kind != "file" else 0)):
+        problem = "cannot be read (permission denied)"
+    elif kind == "home" and not os.access(path, os.W_OK):
+        problem = "cannot be written (permission denied)"
+    else:
+        return path
+    raise ConfigError(f"{var}={value}: {problem}; {fix}")

@@ -4,26 +4,37 @@ size the published FLOPs are counted at. Class counts and label conventions are 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import yaml
 
 from .datasets import get_spec
 from .errors import ConfigError, UnknownNameError, UsageError
-from .fileio import data_dir, read_yaml
+from .fileio import data_dir, env_path, read_yaml
 from .names import LIBRARIES, MS_MERGE
 from .settings import model_family
 
-RECIPES_DIR = Path(os.environ.get("LRBENCH_RECIPES") or data_dir("recipes"))
 REQUIRED = ("name", "family", "dataset", "test", "flops_shape")
 
 
-@functools.cache
+def recipes_dir() -> Path:
+    """``$LRBENCH_RECIPES`` (a folder of recipe files that replaces the shipped ones), else the shipped folder."""
+    fix = "point it at a folder of recipe .yaml files (see recipes/), or unset LRBENCH_RECIPES"
+    return env_path("LRBENCH_RECIPES", "dir", fix) or data_dir("recipes")
+
+
 def load_recipes() -> dict[str, dict]:
     """All recipes by name; each is validated for the keys every consumer relies on."""
+    return _load_recipes(recipes_dir())
+
+
+@functools.cache
+def _load_recipes(folder: Path) -> dict[str, dict]:
     out = {}
-    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise ConfigError(f"{folder}: holds no recipe .yaml files; reinstall lrbench, or fix LRBENCH_RECIPES")
+    for path in files:
         try:
             r = read_yaml(path)
         except yaml.YAMLError as e:
@@ -40,7 +51,7 @@ def load_recipes() -> dict[str, dict]:
 def get_recipe(name: str) -> dict:
     recipes = load_recipes()
     if name not in recipes:
-        raise UnknownNameError(f"unknown recipe '{name}'; known: {', '.join(recipes)} (files in {RECIPES_DIR})")
+        raise UnknownNameError(f"unknown recipe '{name}'; known: {', '.join(recipes)} (files in {recipes_dir()})")
     return recipes[name]
 
 

@@ -3,7 +3,9 @@
 The report is a pure function of the result JSON files (``kind``: flops, speed, claims, eval), the zoo manifest
 and the code version: regenerating it from the same inputs gives the same bytes (no clock is read; the date shown is
 the newest result's). Verdicts:
-- cost: measured GFLOPs within ``FLOPS_TOL`` (5%) of the published figure -> "matches", else "differs";
+- cost: measured GFLOPs within ``FLOPS_TOL`` (5%) of the published figure -> "matches", else "differs" (or, where the
+  manifest gives ``published.gflops_unreproducible``, "published figure not reproducible from the released config"
+  with its reason);
 - mIoU: a measurement that *counts* within ``MIOU_TOL`` (0.5) of the published one -> "reproduced", else "not
   reproduced"; no such measurement is "pending" with the command that would make it.
 
@@ -36,7 +38,7 @@ from .recipes import default_merge, get_recipe, library_of
 from .results import git_commit, load_results
 from .stats import load_per_image, paired_diff
 from .version import __version__, torch_version
-from .zoo import ZooEntry, load_zoo
+from .zoo import UNREPRODUCIBLE, ZooEntry, load_zoo
 
 FLOPS_TOL = 0.05
 MIOU_TOL = 0.5
@@ -158,6 +160,8 @@ def dataset_table(
             cost = "measured (nothing published)"
         else:
             cost = "matches" if abs(gflops - pub["gflops"]) / pub["gflops"] <= FLOPS_TOL else "differs"
+            if cost == "differs" and pub.get("gflops_unreproducible"):
+                cost = f"{UNREPRODUCIBLE}: {pub['gflops_unreproducible']}"
         ss, v_ss, run_ss = _miou_cell(e, "ss", counted)
         ms, v_ms, run_ms = _miou_cell(e, "ms", counted)
         rows.append(
@@ -201,7 +205,7 @@ def _md_table(df: pd.DataFrame) -> str:
         "model",
         "input",
         "params (M) pub / meas",
-        "GFLOPs pub / meas (Δ%)",
+        "GFLOPs (multiply-adds) pub / meas (Δ%)",
         "cost",
         "mIoU ss pub / meas [95% CI] (Δ)",
         "mIoU ss verdict",
@@ -381,7 +385,9 @@ def render(
             ]
     L += [
         "",
-        "GFLOPs: fvcore's convention (one multiply-add = one FLOP), backbone + decode head, at the published input size; "
+        "GFLOPs: 10^9 multiply-adds (fvcore's convention: one multiply-add = one FLOP), backbone + decode head, at the "
+        "published input size; element-wise ops, activations and softmax are not counted (each flops result lists them "
+        "in `skipped_ops` with an estimated share, under 1% for these models); "
         "Mask2Former models in their papers' convention: LRFormer+ backbone + head (mmseg), the Mask2Former baselines "
         "(Swin, ResNet) the whole inference including the semantic combination (detectron2); see `lrbench.engine.complexity`. "
         f"mIoU verdict tolerance ±{MIOU_TOL}; GFLOPs ±{FLOPS_TOL:.0%}.",
@@ -412,8 +418,13 @@ def render(
             "",
             "## Speed",
             "",
-            "| model | input | batch | dtype | device | torch | median ms (IQR) | images/s |",
-            "|---|---|---|---|---|---|---|---|",
+            "Forward latency only (a random batch already on the device: no decoding, resize, sliding window, flip, "
+            "argmax or upsampling), `torch.inference_mode`; warm-up iterations discarded, then the median and "
+            "inter-quartile range of the timed ones; CUDA: events around each forward, synchronised after each "
+            "(cudnn.benchmark off); CPU: `time.perf_counter`. cl = channels-last input.",
+            "",
+            "| model | input | batch | dtype | device | torch | warm-up + timed | median ms (IQR) | images/s |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         unstable = 0
         for r in sorted(
@@ -425,7 +436,8 @@ def render(
             L.append(
                 f"| {r['model']} | {r['shape'][0]}x{r['shape'][1]} | {r['batch_size']} | {r['dtype']}"
                 f"{' cl' if r['channels_last'] else ''}{' compiled' if r['compile'] else ''} | {r['device_name']} "
-                f"| {r['torch']} | {r['median_ms']:.1f} ({r['iqr_ms']:.1f}){flag} | {r['images_per_s']:.2f} |"
+                f"| {r['torch']} | {r.get('warmup', '?')} + {r.get('iters', '?')} | {r['median_ms']:.1f} ({r['iqr_ms']:.1f}){flag} "
+                f"| {r['images_per_s']:.2f} |"
             )
         if unstable:
             L += [

@@ -19,7 +19,7 @@ import yaml
 
 from .datasets import DATASETS
 from .errors import UnknownNameError, UsageError
-from .fileio import data_dir, read_yaml
+from .fileio import data_dir, env_path, read_yaml
 from .names import ARCHITECTURES, DEVICES, DTYPES, FAMILIES, MODES, MS_MERGES, PROTOCOLS, SIZE_DIVISOR
 
 Dataset = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
@@ -112,16 +112,29 @@ class EvalSettings:
 ZOO_FILE = data_dir("zoo") / "models.yaml"
 
 
-def zoo_names() -> dict[str, str]:
+def local_manifest(may_be_missing: bool = False) -> Path | None:
+    """The local manifest ``$LRBENCH_ZOO`` names (None when unset). A set variable whose file is missing or
+    unreadable is an error, never a silent fall-back to the shipped manifest: a pinned run that quietly stopped being
+    pinned would measure other weights. ``may_be_missing``: the caller creates it (``zoo publish``)."""
+    fix = "create it with `lrbench zoo lock --out FILE` (or `zoo publish`), or unset LRBENCH_ZOO"
+    if may_be_missing:
+        value = os.environ.get("LRBENCH_ZOO", "").strip()
+        if value and not Path(value).expanduser().exists():
+            return Path(value).expanduser()
+    return env_path("LRBENCH_ZOO", "file", fix)
+
+
+def zoo_names(local_may_be_missing: bool = False) -> dict[str, str]:
     """Zoo entry -> architecture, read from the manifests' YAML alone (the shipped one, then ``$LRBENCH_ZOO``); a
-    manifest that cannot be read adds nothing here (the zoo reports it when loaded)."""
+    manifest that is missing or unreadable raises here, one that is malformed adds nothing (the zoo reports it when
+    loaded, naming the entry and field)."""
     out: dict[str, str] = {}
-    local = os.environ.get("LRBENCH_ZOO")
-    for path in [ZOO_FILE] + ([Path(local)] if local else []):
+    local = local_manifest(local_may_be_missing)
+    for path in [ZOO_FILE] + ([local] if local and local.exists() else []):
         try:
             models = read_yaml(path)["models"]
             out |= {n: str(e.get("arch")) for n, e in models.items() if isinstance(e, dict)}
-        except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError):
+        except (yaml.YAMLError, TypeError, KeyError, AttributeError):
             continue
     return out
 
@@ -152,8 +165,8 @@ def check_model_name(name: str) -> str:
     raise unknown_model(name, zoo)
 
 
-def check_entry_name(name: str) -> str:
-    zoo = zoo_names()
+def check_entry_name(name: str, local_may_be_missing: bool = False) -> str:
+    zoo = zoo_names(local_may_be_missing)
     if name not in zoo:
         raise unknown_entry(name, zoo)
     return name

@@ -24,6 +24,7 @@ name (``..._20210726_101530-8ffa8fda.pth``) are the first digits of its sha256. 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -39,7 +40,7 @@ from urllib.parse import urlsplit
 
 from .datasets import DATASETS
 from .errors import ZooError
-from .fileio import write_json
+from .fileio import env_path, write_json
 from .version import __version__
 
 TIMEOUT_S = 5.0  # the metadata probe, the listing's answer, a URL's connection and each read
@@ -53,9 +54,22 @@ Progress = Callable[[int, int | None], None]  # (bytes done, total bytes or None
 # ----------------------------------------------------------------------------------------------------------------
 def lrbench_home() -> Path:
     """``$LRBENCH_HOME``, else ``$XDG_CACHE_HOME/lrbench``, else ``~/.cache/lrbench``."""
-    if os.environ.get("LRBENCH_HOME"):
-        return Path(os.environ["LRBENCH_HOME"])
+    home = env_path("LRBENCH_HOME", "home", "point it at a writable folder, or unset LRBENCH_HOME")
+    if home is not None:
+        return home
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lrbench"
+
+
+def url_mirror() -> str:
+    """``$LRBENCH_URL_MIRROR`` without its trailing slash ('' when unset); anything but an http(s) URL is an error."""
+    mirror = os.environ.get("LRBENCH_URL_MIRROR", "").strip().rstrip("/")
+    parts = urlsplit(mirror)
+    if mirror and (parts.scheme not in ("http", "https") or not parts.netloc):
+        raise ZooError(
+            f"LRBENCH_URL_MIRROR={mirror}: not an http(s) URL; set it to scheme://host[/prefix] (e.g. "
+            f"http://mirror.local/openmmlab), or unset it"
+        )
+    return mirror
 
 
 def _truthy(var: str) -> bool:
@@ -156,16 +170,30 @@ def choose_weights(paths: list[str], want: Want, hint: str | None, where: str) -
 # ----------------------------------------------------------------------------------------------------------------
 # The Hugging Face hub
 # ----------------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _hub_quiet():
+    """huggingface_hub's log level at ERROR for the duration of a call, then the caller's level again (never
+    changed for the rest of the process)."""
+    from huggingface_hub.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
 def _endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
 def hf_cache_dir() -> str | None:
-    # Read at call time (huggingface_hub reads these once at import).
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
+    # Read at call time (huggingface_hub reads these once at import); checked as lrbench's own home is.
+    for var in ("HF_HUB_CACHE", "HF_HOME"):
+        path = env_path(var, "home", f"point it at a writable folder, or unset {var}")
+        if path is not None:
+            return str(path if var == "HF_HUB_CACHE" else path / "hub")
     return None
 
 
@@ -304,9 +332,10 @@ class HubSource:
 
     def fetch(self, want: Want, force: bool = False, progress: Progress | None = None) -> Fetched:
         """Resolve (list when needed), pin to the commit, download into the HF cache and verify."""
-        from huggingface_hub.utils import logging as hf_logging
+        with _hub_quiet():  # its retry warnings are not for the user: a failure ends in one line
+            return self._fetch(want, force)
 
-        hf_logging.set_verbosity_error()  # its retry warnings are not for the user: a failure ends in one line
+    def _fetch(self, want: Want, force: bool) -> Fetched:
         target, expected, chosen = self, self.sha256, None
         if not offline():
             # The metadata request first: it fails in seconds when the hub is unreachable (the listing retries).
@@ -370,7 +399,7 @@ class UrlSource:
     def download_url(self) -> str:
         """The URL actually requested: ``$LRBENCH_URL_MIRROR`` (``scheme://host[/prefix]``) replaces the scheme and
         host of every URL entry when set, as ``HF_ENDPOINT`` does for the hub."""
-        mirror = os.environ.get("LRBENCH_URL_MIRROR", "").rstrip("/")
+        mirror = url_mirror()
         parts = urlsplit(self.url)
         return f"{mirror}{parts.path}" + (f"?{parts.query}" if parts.query else "") if mirror else self.url
 
@@ -504,11 +533,21 @@ def _store() -> Path:
 
 
 def _read_store() -> dict:
-    try:
-        data = json.loads(_store().read_text())
-    except (OSError, ValueError):
+    """The remembered resolutions ({} before the first pull). A store that exists but cannot be read is an error:
+    ignoring it would quietly un-pin every entry."""
+    path = _store()
+    if not path.exists():
         return {}
-    return data if isinstance(data, dict) else {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ZooError(
+            f"{path}: the remembered weight resolutions cannot be read ({type(e).__name__}); restore it, or delete "
+            f"it to forget them (the next pulls pin again)"
+        ) from None
+    if not isinstance(data, dict):
+        raise ZooError(f"{path}: not a mapping of zoo entries; restore it, or delete it to forget the pins")
+    return data
 
 
 def remembered(entry: str, source: Source) -> Source | None:

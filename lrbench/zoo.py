@@ -29,7 +29,7 @@ from .errors import OutputError, UsageError, ZooError
 from .fileio import atomic_write_bytes, read_yaml
 from .names import ARCHITECTURES
 from .recipes import default_recipe, get_recipe, load_recipes
-from .settings import ZOO_FILE, check_family, list_models, unknown_entry, unknown_model
+from .settings import ZOO_FILE, check_family, list_models, local_manifest, unknown_entry, unknown_model
 from .sources import (
     HubSource,
     Source,
@@ -40,7 +40,10 @@ from .sources import (
 )
 from .version import __version__
 
-_PUBLISHED_KEYS = {"params_m", "gflops", "flops_shape", "miou_ss", "miou_ms", "source"}
+# gflops_unreproducible: why the published GFLOPs cannot be reproduced from the released config (the report's cost
+# verdict then says so, with this reason, instead of a bare "differs")
+_PUBLISHED_KEYS = {"params_m", "gflops", "flops_shape", "miou_ss", "miou_ms", "source", "gflops_unreproducible"}
+UNREPRODUCIBLE = "published figure not reproducible from the released config"
 ORIGINS = ("paper", "mmseg")  # whose numbers an entry carries: the paper's, or mmseg's retrained reproduction
 
 
@@ -105,6 +108,8 @@ def _validate(name: str, raw: dict, path: Path) -> ZooEntry:
     for k in ("params_m", "gflops", "miou_ss", "miou_ms"):
         if pub.get(k) is not None and not isinstance(pub[k], (int, float)):
             raise bad(f"published.{k} must be a number or null")
+    if "gflops_unreproducible" in pub and not (isinstance(pub["gflops_unreproducible"], str) and pub.get("gflops")):
+        raise bad("published.gflops_unreproducible must be a reason (text) beside a published gflops")
     return ZooEntry(
         name, raw["arch"], raw["dataset"], raw["recipe"], source, dict(pub), raw.get("note"), raw.get("origin", "paper")
     )
@@ -130,15 +135,16 @@ def _load(paths: tuple[tuple[Path, int], ...]) -> dict[str, ZooEntry]:
     return entries
 
 
-def load_zoo() -> dict[str, ZooEntry]:
-    """All zoo entries: the shipped manifest, then the local one in ``$LRBENCH_ZOO`` (its entries win)."""
-    local = Path(os.environ["LRBENCH_ZOO"]) if os.environ.get("LRBENCH_ZOO") else None
-    paths = [ZOO_FILE] + ([local] if local is not None and local.exists() else [])  # created by `zoo publish`
-    return _load(tuple((p, p.stat().st_mtime_ns if p.exists() else 0) for p in paths))
+def load_zoo(local_may_be_missing: bool = False) -> dict[str, ZooEntry]:
+    """All zoo entries: the shipped manifest, then the local one in ``$LRBENCH_ZOO`` (its entries win; a missing one
+    is an error unless ``local_may_be_missing``, for ``zoo publish``, which creates it)."""
+    local = local_manifest(local_may_be_missing)
+    paths = [ZOO_FILE] + ([local] if local is not None and local.exists() else [])
+    return _load(tuple((p, p.stat().st_mtime_ns) for p in paths))
 
 
-def get_entry(name: str) -> ZooEntry:
-    zoo = load_zoo()
+def get_entry(name: str, local_may_be_missing: bool = False) -> ZooEntry:
+    zoo = load_zoo(local_may_be_missing)
     if name in zoo:
         return zoo[name]
     raise unknown_entry(name, zoo)

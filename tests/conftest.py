@@ -1,7 +1,10 @@
 """Shared fixtures: random weights, synthetic datasets in the real layouts, a local hub, official-format saving."""
 
+import hashlib
 import io
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +20,40 @@ os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 os.environ["LRBENCH_URL_MIRROR"] = "http://127.0.0.1:9"  # the same for url: entries (download.openmmlab.com)
 os.environ.pop("LRBENCH_OFFLINE", None)
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+# ---------------------------------------------------------------- the suite leaves the checkout as it found it
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _tree_state() -> str | None:
+    """``git status --porcelain`` of the checkout plus the content hash of every file it lists (None outside git)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    if out.returncode != 0:
+        return None
+    lines = []
+    for line in out.stdout.splitlines():
+        path = REPO / line[3:].split(" -> ")[-1]
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "-"
+        lines.append(f"{line} {digest}")
+    return "\n".join(lines)
+
+
+def pytest_sessionstart(session):
+    session.config._tree_before = _tree_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before, after = getattr(session.config, "_tree_before", None), _tree_state()
+    if before is not None and after != before:
+        changed = sorted(set(after.splitlines()) ^ set(before.splitlines()))
+        print("\nthe test run changed the checkout (a test wrote into the repository):\n  " + "\n  ".join(changed))
+        session.exitstatus = 1
 
 
 def fill_random(named_tensors, seed: int = 0) -> None:

@@ -65,18 +65,27 @@ def test_metric_equals_numpy_mmseg_reference():
     np.testing.assert_allclose([np.nan if i is None else i for i in ious], ref["IoU"], atol=1e-9)
 
 
-def test_device_counts_equal_host_counts():
-    """The CUDA path's sync-free counting (spare bins, scatter-adds) gives the CPU path's counts, with ignored pixels
-    and label ids outside the classes (which count in no label area; their predictions still count)."""
-    from lrbench.engine.metrics import _counts, _counts_on_device
+def test_confusion_matrix_holds_the_iou_counts_exactly():
+    """The confusion matrix (the CPU's bincount and the CUDA path's sync-free scatter-adds alike) holds mmseg's
+    counts exactly: diagonal = intersect, column sums = pred area, row sums = label area, with ignored pixels and
+    label ids outside the classes (which count in no label area; their predictions still count)."""
+    from lrbench.engine.metrics import _counts, areas_of, confusion
 
     g = torch.Generator().manual_seed(0)
     pred = torch.randint(0, 7, (31, 37), generator=g)
     label = torch.randint(0, 9, (31, 37), generator=g).to(torch.uint8)  # 7 and 8: outside the 7 classes
     label[torch.rand(31, 37, generator=g) < 0.2] = 255
-    host, device = _counts(pred, label, 7, 255), _counts_on_device(pred, label, 7, 255)
-    assert [h.tolist() for h in host] == [d.tolist() for d in device]
+    m, scattered = confusion(pred, label, 7, 255), confusion(pred, label, 7, 255, scatter=True)
+    assert torch.equal(m, scattered) and m.shape == (8, 8) and int(m.sum()) == int((label != 255).sum())
+    host = _counts(pred, label, 7, 255)
+    assert [h.tolist() for h in host] == [a.tolist() for a in areas_of(m)]
     assert int(host[1].sum()) == int((label != 255).sum()) > int(host[2].sum())  # ids 7, 8: predictions only
+    # and by hand: every kept pixel lands in row label, column prediction
+    want = torch.zeros(8, 8, dtype=torch.int64)
+    for p, t in zip(pred.flatten().tolist(), label.flatten().tolist()):
+        if t != 255:
+            want[min(t, 7), p] += 1
+    assert torch.equal(m, want)
 
 
 def test_metric_hand_computed():
@@ -86,6 +95,8 @@ def test_metric_hand_computed():
     acc.update(pred, label)
     # kept pixels: (0,0) (0,1) (1,1) (2,2) (2,0): intersect [1,1,1,0], pred [2,1,2,0], label [2,2,1,0]
     assert acc.areas["intersect"].tolist() == [1, 1, 1, 0] and acc.areas["union"].tolist() == [3, 2, 2, 0]
+    # rows = label, columns = prediction (a fifth row / column for ids that are not classes)
+    assert acc.confusion[:4, :4].tolist() == [[1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
     s = acc.summary()
     assert s["mIoU"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 2) / 3 * 100)
     assert s["aAcc"] == pytest.approx(3 / 5 * 100) and s["mAcc"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3 * 100)

@@ -239,6 +239,55 @@ def test_report_faults(work):
     fails_cleanly(["report", "--results", "none", "--out", "R.md"], "--results none: folder not found", root=work)
 
 
+# ---------------------------------------------------------------- settings that name a file or folder
+def test_settings_that_name_a_file_fail_loudly(work, monkeypatch):
+    """Every environment variable and option that names a file or folder: a missing, wrong-kind or malformed target
+    is one line naming it and exit 2, never a silent fall-back to the default (a pinned run must stay pinned)."""
+    (work / "afile").write_text("x")
+    (work / "empty").mkdir()
+    (work / "bad.yaml").write_text("models: [unclosed")
+    cases = [
+        ("LRBENCH_ZOO", "nope.yaml", ["zoo", "list"], "LRBENCH_ZOO=nope.yaml: not found; create it with"),
+        ("LRBENCH_ZOO", "empty", ["zoo", "info", "lrformer-t_ade20k"], "LRBENCH_ZOO=empty: is not a file"),
+        ("LRBENCH_ZOO", "nope.yaml", ["flops", "lrformer-t"], "LRBENCH_ZOO=nope.yaml: not found"),
+        ("LRBENCH_ZOO", "bad.yaml", ["zoo", "list"], "bad.yaml: not valid YAML"),
+        ("LRBENCH_RECIPES", "nowhere", ["zoo", "list"], "LRBENCH_RECIPES=nowhere: not found; point it at a folder"),
+        ("LRBENCH_RECIPES", "empty", ["zoo", "list"], "empty: holds no recipe .yaml files"),
+        ("LRBENCH_HOME", "afile", ["zoo", "lock"], "LRBENCH_HOME=afile: is not a folder"),
+        ("LRBENCH_HOME", "no/such/home", ["zoo", "lock"], "LRBENCH_HOME=no/such/home: its parent folder does not"),
+        ("HF_HUB_CACHE", "afile", ["zoo", "pull", "lrformer-t_ade20k"], "HF_HUB_CACHE=afile: is not a folder"),
+        ("HF_HOME", "afile", ["zoo", "pull", "lrformer-t_ade20k"], "HF_HOME=afile: is not a folder"),
+        (
+            "LRBENCH_URL_MIRROR",
+            "mirror.local/openmmlab",
+            ["zoo", "pull", "segformer-b0-mmseg_ade20k"],
+            "LRBENCH_URL_MIRROR=mirror.local/openmmlab: not an http(s) URL",
+        ),
+    ]
+    for var, value, args, fragment in cases:
+        with monkeypatch.context() as m:
+            if var == "HF_HOME":
+                m.delenv("HF_HUB_CACHE")
+            m.setenv(var, value)
+            fails_cleanly(args, fragment, root=work)
+    # options
+    (work / "home").mkdir()
+    (work / "home" / "resolved.json").write_text("{not json")  # the remembered pins: never ignored
+    fails_cleanly(["zoo", "lock"], "home/resolved.json: the remembered weight resolutions cannot be read", root=work)
+    (work / "home" / "resolved.json").unlink()
+    fails_cleanly(eval_args(work, ckpt="missing.pth"), "--checkpoint", "missing.pth: file not found", root=work)
+    fails_cleanly(
+        ["eval", "lrformer-t", "--data-root", "nodata", "--checkpoint", "t.pth"], "nodata", "not found", root=work
+    )
+    fails_cleanly(["convert", "lrformer-t", "missing.pth", "o.safetensors"], "missing.pth: file not found", root=work)
+    fails_cleanly(["compare", "missing.json", "missing.json"], "missing.json", root=work)
+    fails_cleanly(["data", "check", "ade20k", "--data-root", "nodata"], "nodata", root=work)
+    fails_cleanly(
+        ["predict", "lrformer-t", "nothing", "--checkpoint", "t.pth", "--out", "p"], "nothing: no such file", root=work
+    )
+    fails_cleanly(["reproduce", "--evals-only", "--data-root", "nodata", "--out", "R.md"], "nodata", root=work)
+
+
 # ---------------------------------------------------------------- resume
 def test_resume_faults_say_what_differs(work):
     args = eval_args(work, "--out", "r.json")

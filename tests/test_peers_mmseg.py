@@ -5,8 +5,9 @@ configs shipped inside the mmsegmentation wheel), given seeded random weights an
 must load that checkpoint strictly through the entry's architecture (every parameter from the file, the same parameter
 count) and give the same logits at an awkward input size, in float64 (<= 1e-5 x the logit range; the two agree to
 ~1e-13 there, so an eps or a missing bias shows, where fp32 rounding alone reaches 1e-5 on the deepest models).
-Each entry's recipe is compared with its config's test protocol. The records of what was verified are written to
-``zoo/verified.yaml`` by :func:`verified.record` (``lrbench zoo info`` shows them).
+Each entry's recipe is compared with its config's test protocol. What was verified is the committed record
+``zoo/verified.yaml`` (``lrbench zoo info`` shows it): each run checks its errors against it (:func:`verified.check`),
+and ``LRBENCH_RECORD_VERIFIED=1`` rewrites it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import functools
 import peers
 import pytest
 import torch
+import verified
 from conftest import fill_random
-from verified import record
 
 from lrbench.engine.models import convert_weights, create_model, load_state, model_family
 from lrbench.engine.pipeline import MS_RATIOS
@@ -92,7 +93,7 @@ def test_lrbench_equals_mmseg(name):
     rng = float(want.max() - want.min())
     err = float((got - want).abs().max()) / rng
     assert err <= TOL, f"{name}: max |lrbench - mmseg| = {err:.2e} x the range"
-    record(
+    verified.check(
         entry.arch,
         peer="mmdet" if "mask2former" in entry.arch else "mmsegmentation",
         check=f"strict load, parameter count and float64 logits at {SIZE[0]}x{SIZE[1]} vs the model of "
@@ -101,6 +102,17 @@ def test_lrbench_equals_mmseg(name):
         error=err,
         test="tests/test_peers_mmseg.py::test_lrbench_equals_mmseg",
     )
+
+
+def test_the_committed_record_covers_every_architecture():
+    """zoo/verified.yaml (what `lrbench zoo info` shows) has a record of the parity test for every architecture it
+    runs on, each within its tolerance."""
+    records = verified.committed()
+    test = "tests/test_peers_mmseg.py::test_lrbench_equals_mmseg"
+    for name in ONE_PER_ARCH.values():
+        rows = [r for r in records.get(MMSEG[name].arch, []) if r["test"] == test]
+        assert len(rows) == 1 and rows[0]["measured"] <= rows[0]["tolerance"] == TOL, name
+    assert set(records) <= {e.arch for e in MMSEG.values()}  # no record of an architecture this test does not run
 
 
 def protocol_of(cfg) -> dict:

@@ -364,11 +364,13 @@ def test_unstable_speed_rows_are_flagged(tmp_path):
     r = tmp_path / "results"
     base = dict(kind="speed", date="2026-11-25T08:00:00+00:00", shape=[512, 512], batch_size=1, dtype="fp32")
     base |= dict(channels_last=False, compile=False, device_name="cpu", torch="x", images_per_s=100.0)
+    base |= dict(warmup=3, iters=10)
     _write(r, "a.json", {**base, "model": "lrformer-t", "median_ms": 10.0, "iqr_ms": 2.5})  # 25%: still stable
     _write(r, "b.json", {**base, "model": "lrformer-s", "median_ms": 10.0, "iqr_ms": 2.6})
     md, _ = render(load_results(r), load_zoo(), commit="abc1234")
-    assert "| lrformer-t | 512x512 | 1 | fp32 | cpu | x | 10.0 (2.5) | 100.00 |" in md
-    assert "| lrformer-s | 512x512 | 1 | fp32 | cpu | x | 10.0 (2.6) **unstable** | 100.00 |" in md
+    assert "| lrformer-t | 512x512 | 1 | fp32 | cpu | x | 3 + 10 | 10.0 (2.5) | 100.00 |" in md
+    assert "| lrformer-s | 512x512 | 1 | fp32 | cpu | x | 3 + 10 | 10.0 (2.6) **unstable** | 100.00 |" in md
+    assert "Forward latency only (a random batch already on the device" in md  # what the timer covers
     assert "**unstable**: 1 row(s) whose spread (IQR) is over 25% of the median" in md
     assert "Rerun `lrbench speed` (or `lrbench reproduce`) on an idle machine" in md
 

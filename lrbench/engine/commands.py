@@ -36,7 +36,8 @@ def flops(
     """``lrbench flops``: an architecture or zoo entry at its recipe's (or the given) shape and class count."""
     out_path = check_output(out, overwrite)
     r = resolve(model, dataset)
-    res = count_flops(r.arch, shape, num_classes if num_classes is not None else r.num_classes, r.dataset, progress)
+    k = num_classes if num_classes is not None else r.num_classes
+    res = count_flops(r.arch, shape=shape, num_classes=k, dataset=r.dataset, progress=progress)
     res["dataset"] = r.dataset
     if out_path is not None:
         write_result(out_path, "flops", **res)
@@ -65,13 +66,13 @@ def speed(
     res = measure_speed(
         r.arch,
         tuple(shape or r.recipe["flops_shape"]),
-        batch_size,
-        dtype,
-        channels_last,
-        compile,
-        device,
-        warmup,
-        iters,
+        batch_size=batch_size,
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=compile,
+        device=device,
+        warmup=warmup,
+        iters=iters,
         num_classes=r.num_classes,
         progress=progress,
     )
@@ -109,7 +110,16 @@ def run_reproduce(
     progress: Progress | None = None,
     evals_only: bool = False,
 ) -> Outcome:
-    return reproduce(data_root, quick, results, out, plots, resolve_device(device), progress, evals_only)
+    return reproduce(
+        data_root,
+        quick=quick,
+        results_dir=results,
+        out=out,
+        plots_dir=plots,
+        device=resolve_device(device),
+        progress=progress,
+        evals_only=evals_only,
+    )
 
 
 def convert(
@@ -132,7 +142,7 @@ def convert(
     except ConfigError:  # an architecture with no test recipe for that dataset: converting does not need one
         arch, k = model, get_spec(dataset).num_classes
     k = num_classes if num_classes is not None else k
-    net, notes = zoo_convert(arch, checkpoint, out, k)
+    net, notes = zoo_convert(arch, checkpoint, out, num_classes=k)
     return {"arch": arch, "num_classes": k, "tensors": len(net.state_dict()), "out": out, "notes": notes}
 
 
@@ -157,8 +167,25 @@ def predict(
     progress: Progress | None = None,
 ) -> list[dict]:
     """``lrbench predict``: label PNGs and overlays for image files, folders or globs."""
-    predictor = load_predictor(model, dataset, checkpoint, protocol, mode, resolve_device(device), dtype)
-    return predict_files(predictor, inputs, out, alpha, overwrite, skip_bad, batch_size, progress)
+    predictor = load_predictor(
+        model,
+        dataset=dataset,
+        checkpoint=checkpoint,
+        protocol=protocol,
+        mode=mode,
+        device=resolve_device(device),
+        dtype=dtype,
+    )
+    return predict_files(
+        predictor,
+        inputs,
+        out,
+        alpha=alpha,
+        overwrite=overwrite,
+        skip_bad=skip_bad,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def zoo_publish(
@@ -170,4 +197,4 @@ def zoo_publish(
     dry_run: str | None = None,
     results: str | None = "results",
 ) -> dict:
-    return publish(name, checkpoint, repo_id, revision, private, dry_run, results)
+    return publish(name, checkpoint, repo_id, revision=revision, private=private, dry_run=dry_run, results_dir=results)

@@ -25,7 +25,8 @@ Counting is fvcore's ``FlopCountAnalysis`` (the same jit-trace analyser that mme
   ``get_flops_ori.py`` says Mask2Former is unsupported, their ``get_flops.py`` averages over real images).
 - GELU / ReLU / element-wise adds and multiplies: not counted, as in fvcore/mmengine (they are not multiply-adds).
   Any op that is neither counted nor deliberately ignored is reported in ``unsupported_ops`` instead of silently
-  dropped.
+  dropped, and the ignored ones are listed too (``skipped_ops``: calls, elements written and, for the arithmetic
+  ones, an estimated share of the total at one FLOP per element), so a figure says what it leaves out.
 """
 
 from __future__ import annotations
@@ -100,16 +101,31 @@ def _opname(op) -> str:
     return str(op).split(".", 1)[-1]  # aten.convolution -> convolution
 
 
+# The skipped ops that do arithmetic: their share of the work is estimated at one FLOP per output element (softmax and
+# GELU cost a few more, a mask comparison less); shape and memory ops do no arithmetic and get no share.
+ARITHMETIC_OPS = frozenset(
+    "add sub mul div rsub neg gelu relu relu_ silu sigmoid tanh _softmax softmax _safe_softmax masked_fill masked_fill_ "
+    "where pow sin cos clamp clamp_min sum add_ mul_ div_ sub_ max_pool2d_with_indices".split()
+)
+UNIT = "GFLOPs: 10^9 multiply-adds (fvcore's convention, 1 fused multiply-add = 1 FLOP)"
+
+
 class _OpRecorder(TorchDispatchMode):
-    """Counts every aten op a forward calls (to name the ones the convention neither counts nor ignores)."""
+    """Counts every aten op a forward calls and the elements each writes (to name, and size, the ones the
+    convention skips)."""
 
     def __init__(self):
         super().__init__()
         self.calls: Counter = Counter()
+        self.elements: Counter = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
         self.calls[func.overloadpacket] += 1
-        return func(*args, **(kwargs or {}))
+        first = out[0] if isinstance(out, (tuple, list)) and out else out
+        if isinstance(first, torch.Tensor):
+            self.elements[func.overloadpacket] += first.numel()
+        return out
 
 
 def count_macs(fn: Callable[[], object]) -> dict:
@@ -128,11 +144,24 @@ def count_macs(fn: Callable[[], object]) -> dict:
         for op, n in rec.calls.items()
         if op not in counted and _opname(op) not in FREE_OPS | COUNTED_ALIASES
     }
+    total = fc.get_total_flops() / 2
+    skipped = {}
+    for op, n in sorted(rec.calls.items(), key=lambda kv: -rec.elements[kv[0]]):
+        name = _opname(op)
+        if op in counted or name not in FREE_OPS:
+            continue
+        arithmetic = name in ARITHMETIC_OPS
+        skipped[f"aten::{name}"] = {
+            "calls": n,
+            "elements": rec.elements[op],
+            "share": rec.elements[op] / total if arithmetic and total else None,  # vs the counted total
+        }
     return {
-        "total": fc.get_total_flops() / 2,
+        "total": total,
         "by_module": {k: sum(v.values()) / 2 for k, v in counts.items()},
         "by_operator": by_op,
         "unsupported_ops": unsupported,
+        "skipped_ops": skipped,
     }
 
 
@@ -152,7 +181,8 @@ def count_flops(
     For a name, ``shape`` and ``num_classes`` default to its recipe's FLOPs shape and its dataset's classes
     (``dataset`` default: the entry's, else ADE20K). Returns ``{model, shape, num_classes, params,
     params_backbone, params_head, gflops, gflops_backbone, gflops_head, by_operator (GFLOPs), unsupported_ops
-    (op -> count)}``.
+    (op -> count), skipped_ops (op -> calls, elements written, estimated share of the counted total, for the ops
+    the convention does not count), skipped_share (their sum: an estimate, one FLOP per element), unit}``.
     """
 
     def step(i: int, what: str) -> None:
@@ -201,4 +231,7 @@ def count_flops(
         "gflops_head": head / 1e9,
         "by_operator": {k: v / 1e9 for k, v in sorted(res["by_operator"].items(), key=lambda kv: -kv[1])},
         "unsupported_ops": res["unsupported_ops"],
+        "skipped_ops": res["skipped_ops"],
+        "skipped_share": sum(v["share"] or 0 for v in res["skipped_ops"].values()),
+        "unit": UNIT,
     }

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from ..results import versions
-from ..sources import hf_cache_dir, lrbench_home, offline
+from ..sources import hf_cache_dir, lrbench_home, offline, url_mirror
 from ..version import torch_build
 
 PROBE_S = 5.0
@@ -83,7 +83,7 @@ def environment() -> dict:
         "cpu_threads": threads,
         "cuda": cuda,
         "hub": {"endpoint": endpoint, "status": _answers(endpoint), "offline": offline()},
-        "url_mirror": os.environ.get("LRBENCH_URL_MIRROR") or None,
+        "url_mirror": url_mirror() or None,
         "caches": {
             "lrbench_home": {"path": str(home), "bytes": _size(home)},
             "hf_hub_cache": {"path": str(hf_cache), "bytes": _size(hf_cache)},

@@ -1,6 +1,6 @@
 """``lrbench eval``: mIoU on a validation set with the mmseg test protocol, without mmseg.
 
-The model, its weights and the recipe's test pipeline come from :func:`lrbench.inference.load` (one resolution of the
+The model, its weights and the recipe's test pipeline come from :func:`lrbench.engine.inference.load` (one resolution of the
 name); this module is the evaluator around it, in four small pieces: :class:`~lrbench.settings.EvalSettings` (every
 option, declared once; the CLI builds it), :class:`ResumeState` (accumulated areas saved atomically every
 ``state_every`` images, every ``state_seconds`` and on any interruption), :func:`run_loop` (images of equal size go
@@ -28,7 +28,7 @@ from ..errors import LrbenchError, OutputError, ResultError
 from ..fileio import atomic_write_bytes, check_writable, write_json
 from ..results import record, versions
 from ..settings import AUTO_OUT, EvalSettings
-from ..stats import AREAS, miou_ci
+from ..stats import AREAS, class_intervals, miou_ci
 from ..zoo import Resolved
 from .devices import autocast, check_device, check_dtype, device_name, resolve_device
 from .inference import Loaded, load
@@ -85,6 +85,10 @@ class ResumeState:
             raise ResultError(
                 f"{self.path}: saved by a different run ({what}); to start this run again, replace "
                 f"--resume with --overwrite"
+            )
+        if "confusion" not in state["areas"]:
+            raise ResultError(
+                f"{self.path}: saved by an earlier lrbench (no confusion matrix); replace --resume with --overwrite"
             )
         acc.load_state_dict(state["areas"])
         acc.load_image_state(state["images"])
@@ -289,14 +293,23 @@ def _load_in_turn(
     """:func:`load` on every rank, rank 0 first (it pulls the weights into the shared caches; the others then find
     them there), so that ranks never download the same file at once. A failure on rank 0 is every rank's."""
     s = settings
+    kw = dict(
+        dataset=dataset,
+        checkpoint=s.checkpoint,
+        recipe=s.recipe,
+        protocol=s.protocol,
+        mode=s.mode,
+        merge=s.merge,
+        resolved=resolved,
+    )
     if world == 1:
-        return load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge, resolved)
+        return load(s.model, **kw)
     import torch.distributed as dist
 
     loaded, failure = None, [None]
     if rank == 0:
         try:
-            loaded = load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge, resolved)
+            loaded = load(s.model, **kw)
         except LrbenchError as e:
             failure = [str(e)]
             dist.broadcast_object_list(failure, src=0)
@@ -304,7 +317,7 @@ def _load_in_turn(
     dist.broadcast_object_list(failure, src=0)
     if failure[0] is not None:
         raise LrbenchError(failure[0])
-    return loaded or load(s.model, dataset, s.checkpoint, s.recipe, s.protocol, s.mode, s.merge, resolved)
+    return loaded or load(s.model, **kw)
 
 
 def evaluate(
@@ -381,16 +394,16 @@ def evaluate(
         ds,
         cfg,
         todo,
-        len(shard),
-        acc,
-        state,
-        device,
-        s.batch_size,
-        s.workers,
-        dtype,
-        s.skip_bad,
-        progress,
-        stages,
+        total=len(shard),
+        acc=acc,
+        state=state,
+        device=device,
+        batch_size=s.batch_size,
+        workers=s.workers,
+        dtype=dtype,
+        skip_bad=s.skip_bad,
+        progress=progress,
+        stages=stages,
     )
     if device.startswith("cuda"):
         torch.cuda.synchronize()  # the loop queues work without waiting for it
@@ -401,6 +414,11 @@ def evaluate(
     summary = acc.summary(spec.classes)
     per_image = per_image_arrays(acc.gather_images(), ds, spec.num_classes)
     ci = miou_ci(per_image["intersect"], per_image["union"]) if len(per_image["names"]) else None
+    if len(per_image["names"]):  # each class's IoU / Acc interval from the same resamples
+        cis = class_intervals(per_image)
+        for row, iou_ci, acc_ci in zip(summary["per_class"], cis["IoU"], cis["Acc"]):
+            row |= {"IoU_ci95": iou_ci, "Acc_ci95": acc_ci}
+    per_image["confusion"] = acc.confusion.cpu().numpy()
     result = record(
         "eval",
         model=weights.model,
@@ -426,6 +444,14 @@ def evaluate(
         mIoU=summary["mIoU"],
         miou_ci95=ci,
         per_image_file=per_image_path(out_path).name if out_path else None,
+        confusion_matrix={
+            "file": per_image_path(out_path).name if out_path else None,
+            "key": "confusion",
+            "rows": "label",
+            "columns": "prediction",
+            "shape": list(per_image["confusion"].shape),
+            "last": "ids that are not classes (row: labels outside the classes; column: none for argmax outputs)",
+        },
         mAcc=summary["mAcc"],
         per_class=summary["per_class"],
         areas={k: v.tolist() for k, v in acc.state_dict().items()},

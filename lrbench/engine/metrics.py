@@ -1,5 +1,6 @@
-"""mIoU exactly as mmseg's ``IoUMetric`` defines it, accumulated on the model's device (``torch.bincount`` on the
-CPU; on CUDA fixed-size scatter-adds, which never wait for the GPU).
+"""mIoU exactly as mmseg's ``IoUMetric`` defines it, accumulated on the model's device as a confusion matrix
+(``torch.bincount`` on the CPU; on CUDA fixed-size scatter-adds, which never wait for the GPU), from which the areas
+are read.
 
 Per class c, over the whole dataset (not a per-image mean), counting only pixels whose label is not ignored:
 intersect_c = #(pred == label == c), pred_c = #(pred == c), label_c = #(label == c),
@@ -7,8 +8,11 @@ union_c = pred_c + label_c - intersect_c.  IoU_c = intersect_c / union_c, Acc_c 
 aAcc = sum(intersect) / sum(label), mIoU / mAcc = nan-mean over classes (a class absent from both prediction and
 labels has 0/0 = NaN and is skipped). Reported in percent.
 
-The same four areas are also kept per image (by dataset index), for error bars (:mod:`lrbench.stats`): their sums
-are exactly the totals.
+The confusion matrix (row = label, column = prediction; a last row / column for ids that are not classes) holds the
+areas exactly: intersect = its diagonal, label area = row sums, pred area = column sums over the kept pixels. It is
+what ``lrbench analyze`` reads (top confusions, heat map); it is accumulated in the same pass, so it costs no second
+run (``benchmarks/confusion.py``). The four areas are also kept per image (by dataset index), for error bars
+(:mod:`lrbench.stats`) and the worst images: their sums are exactly the totals.
 """
 
 from __future__ import annotations
@@ -18,9 +22,34 @@ import torch
 AREA_KEYS = ("intersect", "union", "pred", "label")
 
 
+def confusion(
+    pred: torch.Tensor, label: torch.Tensor, K: int, ignore: int, scatter: bool | None = None
+) -> torch.Tensor:
+    """(K+1, K+1) int64 pixel counts, row = label, column = prediction, over the pixels whose label is not ``ignore``;
+    row / column K collects label / predicted ids that are not one of the K classes. One ``bincount`` on the CPU; on
+    CUDA a fixed-size scatter-add into a spare bin for the ignored pixels, which never waits for the GPU (a boolean
+    mask and ``bincount`` on CUDA each do); ``scatter`` picks the way (default: by the device)."""
+    n = K + 1
+    p, t = pred.long().clamp(0, K), label.long()
+    keep = t != ignore
+    t = t.clamp(0, K)
+    if not (pred.is_cuda if scatter is None else scatter):
+        return torch.bincount((t * n + p)[keep], minlength=n * n).view(n, n)
+    idx = torch.where(keep, t * n + p, n * n).flatten()
+    bins = torch.zeros(n * n + 1, dtype=torch.int64, device=idx.device).index_add_(0, idx, torch.ones_like(idx))
+    return bins[: n * n].view(n, n)
+
+
+def areas_of(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(intersect, pred area, label area) per class from a (K+1, K+1) confusion matrix: mmseg's counts exactly (a
+    label id outside the classes counts in no class's label area; its prediction still counts)."""
+    K = matrix.shape[0] - 1
+    return matrix.diagonal()[:K], matrix[:, :K].sum(0), matrix[:K].sum(1)
+
+
 def _counts(pred: torch.Tensor, label: torch.Tensor, K: int, ignore: int) -> tuple[torch.Tensor, ...]:
-    """(intersect, pred area, label area) per class over the pixels whose label is not ``ignore``; label ids >= K
-    count in no class's label area (their predictions still count)."""
+    """(intersect, pred area, label area) per class over the pixels whose label is not ``ignore``: mmseg's
+    ``intersect_and_union`` (three masked ``bincount``s), the reference the confusion matrix is tested against."""
     keep = label != ignore
     p, t = pred[keep].long(), label[keep].long()
     return (
@@ -30,47 +59,41 @@ def _counts(pred: torch.Tensor, label: torch.Tensor, K: int, ignore: int) -> tup
     )
 
 
-def _counts_on_device(pred: torch.Tensor, label: torch.Tensor, K: int, ignore: int) -> tuple[torch.Tensor, ...]:
-    """:func:`_counts` without a host synchronisation (a boolean mask and ``bincount`` on CUDA each wait for the GPU):
-    uncounted pixels go to a spare bin K of fixed-size scatter-adds (measured 3-4x slower than ``_counts`` on a CPU)."""
-    keep = label != ignore
-    p = torch.where(keep, pred.long(), K)
-    t = torch.where(keep, label.long(), K).clamp_(max=K)
-    hit = torch.where(p == t, p, K)
-    idx = torch.cat([hit.flatten(), p.flatten() + (K + 1), t.flatten() + 2 * (K + 1)])
-    bins = torch.zeros(3 * (K + 1), dtype=torch.int64, device=idx.device).index_add_(0, idx, torch.ones_like(idx))
-    inter, area_p, area_t = bins.view(3, K + 1)[:, :K]
-    return inter, area_p, area_t
-
-
 class IoUAccumulator:
-    """Integer areas per class; exact, order-independent, and summable across processes."""
+    """Integer areas per class and the confusion matrix they come from; exact, order-independent, and summable
+    across processes."""
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu"):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.areas = {k: torch.zeros(num_classes, dtype=torch.int64, device=device) for k in AREA_KEYS}
+        n = num_classes + 1
+        self.confusion = torch.zeros(n, n, dtype=torch.int64, device=device)  # row label, column prediction
         self.images: dict[int, torch.Tensor] = {}  # dataset index -> (4, K) areas of that image, AREA_KEYS order
 
-    def update(self, pred: torch.Tensor, label: torch.Tensor, index: int | None = None) -> None:
-        """Add one prediction (class ids) and its label map of the same shape; ``index`` keeps its own areas too."""
+    def update(self, pred: torch.Tensor, label: torch.Tensor, index: int | None = None) -> torch.Tensor:
+        """Add one prediction (class ids) and its label map of the same shape; ``index`` keeps its own areas too.
+        Returns the image's confusion matrix."""
         if pred.shape != label.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(label.shape)}")
-        count = _counts_on_device if pred.is_cuda else _counts
-        inter, area_p, area_t = count(pred, label, self.num_classes, self.ignore_index)
+        m = confusion(pred, label, self.num_classes, self.ignore_index)
+        self.confusion += m
+        inter, area_p, area_t = areas_of(m)
         self.areas["intersect"] += inter
         self.areas["pred"] += area_p
         self.areas["label"] += area_t
         self.areas["union"] += area_p + area_t - inter
         if index is not None:
             self.images[index] = torch.stack([inter, area_p + area_t - inter, area_p, area_t])
+        return m
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.cpu().clone() for k, v in self.areas.items()}
+        return {k: v.cpu().clone() for k, v in self.areas.items()} | {"confusion": self.confusion.cpu().clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k in AREA_KEYS:
             self.areas[k].copy_(state[k])
+        self.confusion.copy_(state["confusion"])
 
     def image_state(self) -> dict[str, torch.Tensor]:
         """The per-image areas as tensors (indices (N,), areas (N, 4, K)), for saving."""
@@ -98,10 +121,12 @@ class IoUAccumulator:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            stacked = torch.stack([self.areas[k] for k in AREA_KEYS])
-            dist.all_reduce(stacked)
-            for k, v in zip(AREA_KEYS, stacked):
-                self.areas[k] = v
+            K = self.num_classes
+            flat = torch.cat([self.areas[k] for k in AREA_KEYS] + [self.confusion.flatten()])
+            dist.all_reduce(flat)
+            for j, k in enumerate(AREA_KEYS):
+                self.areas[k] = flat[j * K : (j + 1) * K]
+            self.confusion = flat[len(AREA_KEYS) * K :].view(K + 1, K + 1)
 
     def summary(self, class_names: tuple[str, ...] | None = None) -> dict:
         return summarize(self.areas, class_names)

@@ -1,7 +1,7 @@
 """``lrbench predict``: what a model predicts on your images, as label maps and overlays.
 
 A prediction is exactly what ``lrbench eval`` scores: the same recipe (keep-ratio resize, AlignResize, ImageNet
-normalisation, whole / slide inference, optional multi-scale + flip) through :func:`lrbench.inference.predict_labels`,
+normalisation, whole / slide inference, optional multi-scale + flip) through :func:`lrbench.engine.pipeline.predict_labels`,
 then the argmax at the original image size. Per image it writes
 
 - ``NAME.png``: the label map as a palette PNG whose pixel values are the predicted class indices (0..K-1, the order of
@@ -117,7 +117,7 @@ def load_predictor(
 ) -> Predictor:
     """A zoo entry (its weights are pulled), an architecture with ``checkpoint``, or a model object (recipe from its
     ``name`` when registered, else ``recipe``; dataset from its class count unless given): see
-    :func:`lrbench.inference.load`."""
+    :func:`lrbench.engine.inference.load`."""
     check_device(device)
     check_dtype(dtype, device)
     loaded = load(model, dataset, checkpoint, recipe, protocol, mode)

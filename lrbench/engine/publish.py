@@ -33,9 +33,10 @@ from ..fileio import atomic_write_bytes, write_json
 from ..recipes import get_recipe
 from ..report import not_complete
 from ..results import load_results
-from ..sources import parse_source, sha256_file
+from ..settings import local_manifest
+from ..sources import parse_source, remembered, sha256_file
 from ..version import __version__
-from ..zoo import ZOO_FILE, ZooEntry, get_entry, resolution, verification
+from ..zoo import ZOO_FILE, ZooEntry, get_entry, verification
 from .weights import convert
 
 WEIGHTS_FILE = "model.safetensors"
@@ -57,7 +58,7 @@ def measured_runs(entry: ZooEntry, sha256: str, results_dir: str | os.PathLike |
 
 def published_sha256s(entry: ZooEntry) -> set[str]:
     """The sha256 of the entry's published weights: the manifest's pin and the resolution a pull remembered."""
-    pin = resolution(entry.name)
+    pin = remembered(entry.name, entry.source) if entry.source else None
     pins = {entry.source.sha256 if entry.source else None, pin.sha256 if pin else None}
     return {p for p in pins if p}
 
@@ -138,7 +139,7 @@ def build_folder(
     entry_name: str, checkpoint: str, folder: str | os.PathLike, results_dir: str | os.PathLike | None = "results"
 ) -> dict:
     """Write model.safetensors, config.json and README.md for ``entry_name`` into ``folder``; returns their facts."""
-    entry = get_entry(entry_name)
+    entry = get_entry(entry_name, local_may_be_missing=True)
     if not Path(checkpoint).is_file():
         raise UsageError(f"--checkpoint {checkpoint}: file not found")
     folder = Path(folder)
@@ -199,7 +200,10 @@ def publish(
     """Verify, convert and upload (or, with ``dry_run``, only write) a zoo entry's weights; see the module docstring."""
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
         raise UsageError(f"--repo-id must be OWNER/NAME, got '{repo_id}'")
-    entry = get_entry(entry_name)
+    local = local_manifest(may_be_missing=True)  # created here when missing; its folder must exist
+    if local is not None and not local.parent.is_dir():
+        raise UsageError(f"LRBENCH_ZOO={local}: its folder does not exist; create it, or unset LRBENCH_ZOO")
+    entry = get_entry(entry_name, local_may_be_missing=True)
     if dry_run is not None:
         folder = Path(dry_run)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -251,15 +255,14 @@ def publish(
         "sha256": info["sha256"],
         "filename_verified": True,
     }
-    local = os.environ.get("LRBENCH_ZOO")
-    if local:
-        write_local_manifest(Path(local), entry, hub)
+    if local is not None:
+        write_local_manifest(local, entry, hub)
     return info | {
         "folder": None,
         "uploaded": True,
         "commit_url": commit.commit_url,
         "hub": hub,
         "manifest": yaml.safe_dump({entry.name: {"hub": hub}}, sort_keys=False),
-        "manifest_file": local or None,
+        "manifest_file": str(local) if local else None,
         "shipped_manifest": str(ZOO_FILE),
     }

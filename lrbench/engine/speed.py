@@ -132,4 +132,21 @@ def measure_speed(
         "min_ms": t["min_ms"],
         "images_per_s": batch_size * 1e3 / t["median_ms"],
         "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
+        "timer": timer_scope(device, warmup, iters),
+    }
+
+
+def timer_scope(device: str, warmup: int, iters: int) -> dict:
+    """What a latency covers and how it was taken: the questions behind "FPS does not match the paper"."""
+    cuda = device.startswith("cuda")
+    return {
+        "covers": "the model's forward only, on a random normalised batch already on the device (no image decoding, "
+        "resize, sliding window, flip, argmax or upsampling to the image size)",
+        "clock": "CUDA events around each forward, synchronised after each (cudnn.benchmark off)"
+        if cuda
+        else "time.perf_counter around each forward (CPU: synchronous)",
+        "mode": "torch.inference_mode, model.eval()",
+        "warmup": warmup,
+        "iters": iters,
+        "statistic": "median and inter-quartile range (IQR) of the per-iteration times",
     }

@@ -4,25 +4,28 @@ Each family module (``lrformer``, ``segformer``, ``upernet_swin``, ``lrformer_pl
 ``mask2former_resnet``; the last three share the head in ``mask2former``) owns its variants (``CONFIGS``), its builder
 (``build(name, num_classes)``), the converters from foreign checkpoint naming (``CONVERTERS``: each maps a state dict
 onto lrbench's naming, or returns None when the keys are not its format) and ``guess_variant(state)`` for error
-messages. :data:`FAMILIES` below is the one explicit table of them. Pretrained weights by zoo name are one layer up
+messages. :data:`FAMILY_MODULES` below is the one explicit table of them (family name -> module; the names alone are
+:data:`lrbench.names.FAMILIES`). Pretrained weights by zoo name are one layer up
 (``lrbench.create_model(name, pretrained=True)``).
 """
 
 from __future__ import annotations
 
+import logging
 from types import ModuleType
 
 import torch
 import torch.nn as nn
 
-from ...names import ARCHITECTURES
-from ...names import FAMILIES as FAMILY_NAMES
+from ...names import ARCHITECTURES, FAMILIES
 from ...settings import check_family, check_shape, list_models, model_family, resolve_name
 from ..checkpoint import match_state_dict, read_state_dict
 from . import lrformer, lrformer_plus, mask2former_resnet, mask2former_swin, segformer, upernet_swin
 from .base import Segmentor
 
-FAMILIES: dict[str, ModuleType] = {
+logger = logging.getLogger(__name__)  # conversion notes (INFO), under the "lrbench" logger
+
+FAMILY_MODULES: dict[str, ModuleType] = {
     "lrformer": lrformer,
     "segformer": segformer,
     "upernet-swin": upernet_swin,
@@ -30,14 +33,14 @@ FAMILIES: dict[str, ModuleType] = {
     "mask2former-swin": mask2former_swin,
     "mask2former-resnet": mask2former_resnet,
 }
-ARCH_FAMILY: dict[str, str] = {arch: fam for fam, module in FAMILIES.items() for arch in module.CONFIGS}
-assert tuple(FAMILIES) == FAMILY_NAMES, "lrbench.names.FAMILIES must list the families of this table"
+ARCH_FAMILY: dict[str, str] = {arch: fam for fam, module in FAMILY_MODULES.items() for arch in module.CONFIGS}
+assert tuple(FAMILY_MODULES) == FAMILIES, "lrbench.names.FAMILIES must list the families of this table"
 assert ARCH_FAMILY == ARCHITECTURES, "lrbench.names.ARCHITECTURES must list every family's CONFIGS"
 
 
 def guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
     """Best guess of which architecture an lrbench-named state dict belongs to, for error messages."""
-    for module in FAMILIES.values():
+    for module in FAMILY_MODULES.values():
         guess = module.guess_variant(state)
         if guess:
             return guess
@@ -46,7 +49,7 @@ def guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
 
 def convert_weights(state: dict[str, torch.Tensor], family: str) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A foreign state dict (transformers, mmseg, NVlabs naming) in the family's own naming, with notes."""
-    for convert in FAMILIES[family].CONVERTERS:
+    for convert in FAMILY_MODULES[family].CONVERTERS:
         out = convert(state)
         if out is not None:
             return out
@@ -59,6 +62,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     (wrong variant or class count)."""
     state, notes = convert_weights(state, model_family(model.name))
     match_state_dict(model, state, source=source, guess=guess_architecture(state))
+    for note in notes:  # what the conversion left out or changed: logged, returned, and kept on the model
+        logger.info("%s: %s", source, note)
+    model.load_notes = list(notes)
     return notes
 
 
@@ -76,13 +82,17 @@ def create_model(
     """Build a registered architecture in eval mode, with a local ``checkpoint`` (official mmseg ``.pth``,
     transformers ``.bin``/``.safetensors`` or lrbench ``.safetensors``) loaded strictly. ``features_only=True``
     returns the backbone alone, whose forward gives the list of stage feature maps. Every model carries its
-    registered ``name``."""
-    model = FAMILIES[model_family(name)].build(name, num_classes)
+    registered ``name``; one loaded from a checkpoint also carries ``load_notes`` (what the conversion of its naming
+    left out or changed, e.g. a dropped auxiliary head; also logged at INFO by ``lrbench.engine.models``)."""
+    model = FAMILY_MODULES[model_family(name)].build(name, num_classes)
     model.name = name  # backbone-only variants (lrformer-xl) too: the family is read from it when loading weights
     if checkpoint is not None:
         load_weights(model, checkpoint)
     if features_only and isinstance(model, Segmentor):
+        notes = getattr(model, "load_notes", None)
         model = model.backbone
+        if notes is not None:
+            model.load_notes = notes
     return model.eval()
 
 
@@ -97,7 +107,7 @@ def architecture_facts() -> dict[str, dict]:
     facts = {}
     with torch.device("meta"):  # no memory or init cost: only shapes are needed
         for name in list_models():
-            m = FAMILIES[ARCH_FAMILY[name]].build(name, 150)
+            m = FAMILY_MODULES[ARCH_FAMILY[name]].build(name, 150)
             bb = m.backbone if isinstance(m, Segmentor) else m
             facts[name] = {
                 "params": sum(p.numel() for p in m.parameters()),
@@ -109,7 +119,7 @@ def architecture_facts() -> dict[str, dict]:
 
 
 __all__ = [
-    "FAMILIES",
+    "FAMILY_MODULES",
     "check_family",
     "Segmentor",
     "check_input_shape",

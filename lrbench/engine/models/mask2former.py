@@ -26,7 +26,7 @@ although its head is L+'s (whose total matches): how the README counted XL+ is n
 Deformable attention samples with ``grid_sample`` (bilinear, zero padding, align_corners=False): mmcv's own pure
 PyTorch path, equal to its CUDA kernel up to float rounding. The intermediate layers' class predictions (used only by
 the training losses) are not computed. Inputs must have sides that are multiples of 32 (the protocol zero-pads the
-normalised image; :func:`lrbench.engine.evaluate.predict_logits` does it).
+normalised image; :func:`lrbench.engine.pipeline.predict_logits` does it).
 """
 
 from __future__ import annotations
