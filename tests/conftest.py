@@ -98,6 +98,15 @@ def _mmengine_bytes(model_or_state, extra: dict | None = None) -> bytes:
 
 
 @pytest.fixture(scope="session")
+def claims_study():
+    """The LRSA scaling study measured once for the whole session (the CLI and reproduce tests check their wiring
+    around it; test_complexity checks the measurements): three sizes, MHSA over 5 GMACs left untimed."""
+    from lrbench.engine.measure import run_claims
+
+    return run_claims([(128, 128), (256, 256)], warmup=0, iters=1, max_gmacs=1.0)
+
+
+@pytest.fixture(scope="session")
 def randomize():
     return _randomize
 

@@ -8,7 +8,9 @@ from typer.testing import CliRunner
 
 import lrbench.claims
 import lrbench.commands
+import lrbench.engine.commands
 import lrbench.engine.complexity
+import lrbench.engine.measure
 import lrbench.engine.reproduce
 from lrbench.cli import app
 from lrbench.names import FAMILIES
@@ -29,12 +31,30 @@ def test_models_command():
     assert r.exit_code == 0 and "upernet-swin-l" in r.stdout and "lrformer" not in r.stdout
 
 
-def test_claims_command_on_small_sizes(tmp_path, monkeypatch):
-    monkeypatch.setattr(lrbench.claims, "QUICK_SIZES", [(128, 128), (256, 256)])  # the cheapest honest variant
+def measured_once(study: dict, calls: list):
+    """run_claims standing in for itself: the session's study (tests/conftest.py), after recording how it was
+    called (the measurements are checked in test_complexity; here the command's wiring is)."""
+
+    def run_claims(sizes=None, device="cpu", **kw):
+        calls.append((sizes, device))
+        return study
+
+    return run_claims
+
+
+def test_claims_command_on_small_sizes(tmp_path, monkeypatch, claims_study):
+    calls = []
+    monkeypatch.setattr(lrbench.engine.measure, "run_claims", measured_once(claims_study, calls))
+    monkeypatch.setattr(lrbench.engine.commands, "run_claims", measured_once(claims_study, calls))
     r = run("claims", "--quick", "--out", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png"))
     assert r.exit_code == 0, r.output
+    assert calls == [(lrbench.claims.QUICK_SIZES, "cpu")]  # --quick: the quick sizes, on the default device
     res = json.loads((tmp_path / "c.json").read_text())
-    assert res["kind"] == "claims" and [a["size"] for a in res["attention"][::3]] == [[128, 128], [256, 256]]
+    assert res["kind"] == "claims" and [a["size"] for a in res["attention"][::3]] == [
+        [128, 128],
+        [256, 256],
+        [512, 512],
+    ]
     verdicts = {c["claim"]: c["verdict"] for c in res["claims"]}
     assert verdicts["LRSA attention (QK^T, AV) FLOPs are constant in input resolution"] == "holds"
     assert "LRFormer claims, measured on" in r.stdout and "holds" in r.stdout
@@ -43,7 +63,7 @@ def test_claims_command_on_small_sizes(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "c.json already exists; pass --overwrite" in r.stderr
 
 
-def test_reproduce_command_writes_beside_out(tmp_path, monkeypatch):
+def test_reproduce_command_writes_beside_out(tmp_path, monkeypatch, claims_study):
     """reproduce --out X writes X, X's results/ and plots/ and nothing in the current folder."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cwd").mkdir()
@@ -54,8 +74,10 @@ def test_reproduce_command_writes_beside_out(tmp_path, monkeypatch):
         "count_flops",
         lambda arch, shape, k: {"model": arch, "shape": list(shape), "num_classes": k, "params": 1e6, "gflops": 1.0},
     )
-    monkeypatch.setattr(lrbench.claims, "QUICK_SIZES", [(128, 128), (256, 256)])
+    calls = []
+    monkeypatch.setattr(lrbench.engine.measure, "run_claims", measured_once(claims_study, calls))
     r = run("reproduce", "--quick", "--out", str(tmp_path / "out" / "R.md"), "--device", "cpu")
+    assert calls == [(lrbench.claims.QUICK_SIZES, "cpu")]
     assert r.exit_code == 0, r.output
     assert list((tmp_path / "cwd").iterdir()) == []
     assert (tmp_path / "out" / "R.md").read_text().startswith("# LRFormer reproduction results")

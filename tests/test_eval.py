@@ -234,6 +234,7 @@ def _dist_worker(rank, world, port, root, out):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_gloo_equals_one_process(tmp_path, synth):
     synth(tmp_path, "cityscapes", n=5)
     bad = sorted((tmp_path / "cityscapes" / "leftImg8bit").rglob("*.png"))[3]  # index 3: rank 1's shard

@@ -342,6 +342,7 @@ def test_no_network_answers_within_seconds(work):
 
 
 # ---------------------------------------------------------------- signals
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_signal_mid_eval_then_resume_is_identical(sig, tmp_path, synth, randomize, save_mmengine):
     """A real process killed mid-eval; ``--resume`` finishes with the same areas as an uninterrupted run."""

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_gpu_script_on_cpu(tmp_path):
     env = os.environ | {"PYTHONPATH": str(ROOT), "PYTHON": sys.executable}
     r = subprocess.run(

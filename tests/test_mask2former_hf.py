@@ -14,6 +14,8 @@ from lrbench import create_model as create_pretrained
 from lrbench.engine.models import create_model, load_state
 from lrbench.engine.models.mask2former import Mask2FormerHead
 
+pytestmark = pytest.mark.peer
+
 T_DIMS = (48, 96, 240, 384)  # LRFormer-T+ stage widths
 
 transformers = pytest.importorskip("transformers")

@@ -8,6 +8,7 @@ accuracy and nIoU call ``np.in1d``, gone in numpy 2, and need instance files: bo
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -17,6 +18,8 @@ from PIL import Image
 from lrbench.datasets import CITYSCAPES_LOOKUP, get_spec
 from lrbench.engine.evaluate import evaluate
 from lrbench.settings import EvalSettings
+
+pytestmark = pytest.mark.peer
 
 IDENTITY = {"name": "identity", "test": {"resize": None, "size_divisor": 1, "mode": "whole"}}
 

@@ -26,6 +26,8 @@ from lrbench.engine.pipeline import MS_RATIOS
 from lrbench.recipes import get_recipe
 from lrbench.zoo import load_zoo
 
+pytestmark = pytest.mark.peer
+
 MMSEG = {n: e for n, e in load_zoo().items() if e.origin == "mmseg"}
 TOL = 1e-5  # x the logit range
 SIZE = (72, 104)  # awkward: not a multiple of 32 (Swin pads inside; SegFormer's strided convs round)

@@ -24,6 +24,8 @@ from lrbench.engine.pipeline import MS_RATIOS, predict_labels, predict_logits
 from lrbench.settings import EvalSettings
 from lrbench.zoo import resolve
 
+pytestmark = pytest.mark.peer
+
 SIZES = [(150, 226), (600, 944)]  # h, w: upscaled to 512 x 771, downscaled to 512 x 805
 
 

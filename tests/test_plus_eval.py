@@ -4,6 +4,7 @@ to /32, infer, crop the padding, resize to the original; multi-scale + flip; end
 import json
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -83,6 +84,7 @@ def test_oracle_scores_100_through_pad_and_crop(tmp_path, synth):
     assert {tuple(x.shape[-2:]) for x in model.seen} == {(64, 96), (64, 128), (64, 64)}
 
 
+@pytest.mark.slow
 def test_cli_eval_lrformer_plus_official_checkpoint(tmp_path, synth, randomize, save_mmengine):
     synth(tmp_path / "data", "ade20k", n=2, sizes=((48, 64), (40, 56)))
     ckpt = save_mmengine(randomize(create_model("lrformer-t-plus"), seed=1), tmp_path / "t-plus.pth")

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from lrbench.engine.models import create_model
@@ -26,6 +27,7 @@ def _run(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
     return r
 
 
+@pytest.mark.slow
 def test_torchrun_reproduce_equals_one_process(tmp_path, hub, synth, randomize, mmengine_bytes):
     data = mmengine_bytes(randomize(create_model("lrformer-t"), seed=2))
     hub.add("yuhuan-wu/LRFormer-Models", "lrformer-t-160k_ade20k_46.7.pth", data)

@@ -47,6 +47,7 @@ def hf_segformer(randomize):
     return make
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("name", ["segformer-b0", "segformer-b2"])
 def test_equal_to_transformers(name, tmp_path, rand_images, hf_segformer):
     hf = hf_segformer(name)

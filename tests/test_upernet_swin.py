@@ -51,6 +51,7 @@ def _close(got, ref):
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max(), (got - ref).abs().max()
 
 
+@pytest.mark.peer
 def test_equal_to_transformers(hf_t, tmp_path, rand_images):
     save_safetensors(hf_t.state_dict(), tmp_path / "model.safetensors")
     ours = create_model("upernet-swin-t")
