@@ -122,6 +122,13 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: str
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's pixels (log)")
     fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | os.PathLike) -> str:
+    """Write a matplotlib figure atomically (PNG) and close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -129,6 +136,35 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: str
     plt.close(fig)
     os.replace(tmp, path)
     return str(path)
+
+
+def plot_reliability(calibration: dict, title: str, path: str | os.PathLike) -> str:
+    """The reliability diagram of an eval's calibration record: accuracy per confidence bin against the diagonal,
+    each bar's share of the pixels below it, and the ECE in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = calibration["bins"]
+    edges = np.linspace(0, 1, bins + 1)
+    acc = np.array([np.nan if a is None else a for a in calibration["accuracy"]])
+    conf = np.array([np.nan if c is None else c for c in calibration["mean_confidence"]])
+    share = np.asarray(calibration["count"], np.float64) / max(calibration["pixels"], 1)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
+    ax.bar(edges[:-1], np.nan_to_num(acc), width=1 / bins, align="edge", edgecolor="k", label="accuracy")
+    ax.plot(conf, acc, "o", color="tab:red", ms=3, label="(mean confidence, accuracy) per bin")
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    ece = calibration.get("ece")
+    ax.set_title(f"{title}: ECE {ece:.2f}% ({bins} bins)" if ece is not None else title, fontsize=9)
+    bx.bar(edges[:-1], share, width=1 / bins, align="edge", edgecolor="k", color="tab:gray")
+    bx.set_ylabel("pixels")
+    bx.set_xlabel("top-1 confidence")
+    fig.tight_layout()
+    return _save_figure(fig, path)
 
 
 def analyze(

@@ -44,6 +44,7 @@ from .settings import (
     EvalSettings,
     Mode,
     Protocol,
+    check_corruption,
     check_entry_name,
     check_model_name,
     check_sha256,
@@ -597,12 +598,158 @@ def compare_cmd(
     if json_out:
         print_json(res)
         return
+    if res.get("kind") == "robust":
+        _show_robust_compare(res)
+        return
     lo, hi = res["ci95"]
-    verdict = "A is better" if lo > 0 else "B is better" if hi < 0 else "not significant"
     console.print(
         f"mIoU A {res['miou_a']:.2f} - B {res['miou_b']:.2f} = [bold]{res['diff']:+.2f}[/] "
-        f"(95% CI {lo:+.2f} … {hi:+.2f}, {res['n_images']} images): {verdict}"
+        f"(95% CI {lo:+.2f} … {hi:+.2f}, {res['n_images']} images): {_verdict(lo, hi)}"
     )
+    table = Table(title="per class: IoU A - B, sorted by the difference (paired bootstrap over the same images)")
+    for col in ("class", "IoU A", "IoU B", "A - B", "95% CI", "verdict"):
+        table.add_column(col, justify="left" if col in ("class", "verdict") else "right")
+    for r in res["per_class"]:
+        if r["diff"] is None:
+            table.add_row(r["class"], _fmt(r["iou_a"], ".2f"), _fmt(r["iou_b"], ".2f"), "-", "-", r["why"])
+            continue
+        ci = f"{r['ci95'][0]:+.2f} … {r['ci95'][1]:+.2f}" if r["ci95"] else "-"
+        verdict = _verdict(*r["ci95"]) if r["ci95"] else "no interval"
+        table.add_row(r["class"], f"{r['iou_a']:.2f}", f"{r['iou_b']:.2f}", f"{r['diff']:+.2f}", ci, verdict)
+    show(table)
+    console.print(f"absent classes: {res['absent_classes']}", highlight=False)
+
+
+def _verdict(lo: float, hi: float) -> str:
+    return "A is better" if lo > 0 else "B is better" if hi < 0 else "not significant"
+
+
+def _show_robust_compare(res: dict) -> None:
+    table = Table(title=f"robustness: {res['model_a']} (A) - {res['model_b']} (B), mIoU, {res['n_images']} images")
+    for col in ("", "A - B", "95% CI", "verdict"):
+        table.add_column(col, justify="right" if col in ("A - B", "95% CI") else "left")
+    rows = [("clean", res["clean"]), ("mean corrupted", res["mean_corrupted"])] + list(res["per_corruption"].items())
+    for name, d in rows:
+        lo, hi = d["ci95"]
+        table.add_row(name, f"{d['diff']:+.2f}", f"{lo:+.2f} … {hi:+.2f}", _verdict(lo, hi))
+    show(table)
+
+
+@app.command(
+    "analyze",
+    epilog="Example: lrbench analyze results/eval/lrformer-t_ade20k_ss.json --worst 5 --overlays worst/",
+)
+def analyze_cmd(
+    result: str = typer.Argument(
+        ..., metavar="RESULT", help="An eval result JSON (with its .per_image.npz beside it)."
+    ),
+    top: int = typer.Option(10, min=0, help="How many confusions to list."),
+    sort: Literal["pixels", "share"] = typer.Option(
+        "pixels", help="Rank confusions by pixels | share (of the true class's pixels)."
+    ),
+    worst: int = typer.Option(0, min=0, help="List the K images with the lowest per-image mIoU."),
+    overlays: Optional[str] = typer.Option(
+        None, help="With --worst: write image | ground truth | prediction for them here (runs the model again)."
+    ),
+    plots: str = typer.Option("plots", help="Folder for the confusion heat map."),
+    device: Device = typer.Option("auto", help="For --overlays: auto = cuda when available, else cpu."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing overlay files."),
+    json_out: bool = JSON,
+) -> None:
+    """Why a number is what it is: top confusions, per-class IoU with intervals, the worst images, a heat map."""
+    if overlays is not None and not worst:
+        raise typer.BadParameter("--overlays needs --worst K (which images to draw)", param_hint="--overlays")
+    res = _reading().analyze(result, top=top, worst=worst, plots=plots, sort=sort)
+    if overlays is not None:
+        res["overlays"] = _engine().analyze_overlays(
+            result, [w["image"] for w in res["worst_images"]], overlays, device=device, overwrite=overwrite
+        )
+    if json_out:
+        print_json(res)
+        return
+    ci = f" (95% CI {res['miou_ci95'][0]:.2f}–{res['miou_ci95'][1]:.2f})" if res.get("miou_ci95") else ""
+    console.print(f"{res['model']} on {res['dataset']}: mIoU {res['mIoU']:.2f}{ci}, {res['num_images']} images")
+    table = Table(title=f"top confusions (true -> predicted), by {res['sorted_by']}")
+    for col in ("true", "predicted", "pixels", "share of true"):
+        table.add_column(col, justify="right" if col in ("pixels", "share of true") else "left")
+    for c in res["top_confusions"]:
+        table.add_row(c["true"], c["predicted"], str(c["pixels"]), f"{c['share_of_true']:.1%}")
+    show(table)
+    if res["worst_images"]:
+        table = Table(title=f"worst {len(res['worst_images'])} images ({res['worst_convention']})")
+        for col in ("image", "mIoU", "classes", "worst classes (IoU)"):
+            table.add_column(col, justify="right" if col in ("mIoU", "classes") else "left")
+        for w in res["worst_images"]:
+            cls = ", ".join(f"{c['class']} {c['IoU']:.1f}" for c in w["worst_classes"])
+            table.add_row(w["image"], f"{w['mIoU']:.2f}", str(w["classes"]), cls)
+        show(table)
+    if res["heatmap"]:
+        console.print(f"heat map: {res['heatmap']}")
+    if res.get("overlays"):
+        console.print(f"overlays: {len(res['overlays'])} images -> {overlays}/")
+
+
+@app.command(
+    "robust",
+    epilog="Example: lrbench robust segformer-b0_cityscapes --data-root ~/data   (then lrbench report)",
+)
+def robust_cmd(
+    model: str = typer.Argument(..., help=NAME),
+    data_root: str = typer.Option(..., "--data-root", help="Folder with the dataset's standard layout."),
+    dataset: Optional[Dataset] = typer.Option(None, help="Default: the zoo entry's (else ade20k)."),
+    checkpoint: Optional[str] = typer.Option(None, help="Local weights (default: the zoo's)."),
+    protocol: Protocol = typer.Option("ss", help="ss (single scale) | ms (6 scales + flip)."),
+    corruptions: Optional[str] = typer.Option(
+        None, help="Comma-separated subset of the 16 corruptions (default: all; see `lrbench eval --corruption`)."
+    ),
+    out_dir: Optional[str] = typer.Option(
+        None, "--out-dir", help="Folder of the runs' results (default results/robust/MODEL_DATASET_PROTOCOL)."
+    ),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images (a partial run)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1),
+    workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
+    device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
+    dtype: Dtype = typer.Option("fp32", help="Autocast dtype (fp16 needs CUDA)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the same folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results of an earlier run."),
+    json_out: bool = JSON,
+) -> None:
+    """Corruption robustness: clean + 16 corruptions x severities (Kamann & Rother / Cityscapes-C protocol)."""
+    settings = EvalSettings(
+        model,
+        data_root=data_root,
+        dataset=dataset,
+        checkpoint=checkpoint,
+        protocol=protocol,
+        limit=limit,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        dtype=dtype,
+        resume=resume,
+        overwrite=overwrite,
+    ).check()
+    chosen = [c.strip() for c in corruptions.split(",") if c.strip()] if corruptions else None
+    for c in chosen or []:
+        check_corruption(c, 1)
+    _preflight(model, dataset=dataset)
+    res = with_progress(f"robust {model}", _engine().robust, settings, out_dir=out_dir, corruptions=chosen)
+    if int(os.environ.get("RANK", "0")) > 0:
+        return
+    if json_out:
+        print_json(res)
+        return
+    table = Table(title=f"{res['model']} on {res['dataset']}: mIoU under corruption ({res['num_images']} images)")
+    for col in ("", "mIoU"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("clean", f"{res['clean_mIoU']:.2f}")
+    for name, v in res["per_corruption"].items():
+        table.add_row(name, f"{v:.2f}")
+    for g, v in res["per_group"].items():
+        table.add_row(f"{g} (mean)", f"{v:.2f}")
+    table.add_row("mean corrupted", f"{res['mean_corrupted_mIoU']:.2f}", style="bold")
+    show(table)
+    console.print(f"relative robustness {res['relative_robustness']:.1f}% -> {res['out']}")
 
 
 @app.command("report", epilog="Example: lrbench report --results results --out RESULTS.md")

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import OutputError, ResultError
 from .fileio import check_writable
-from .results import per_image_of, read_eval
+from .results import per_image_of, read_result
 from .zoo import (
     UNREPRODUCIBLE,
     ZooEntry,
@@ -41,11 +41,30 @@ def models(family: str | None = None) -> list[dict]:
 
 
 def compare(result_a: str, result_b: str) -> dict:
-    """``lrbench compare``: mIoU(A) - mIoU(B) with its 95% paired-bootstrap interval over the same images."""
-    from .stats import paired_diff  # numpy: only for this command
+    """``lrbench compare``: mIoU(A) - mIoU(B) with its 95% paired-bootstrap interval over the same images, and the
+    same per class; or, for two ``lrbench robust`` summaries, the mean corrupted mIoU and each corruption's."""
+    from .stats import ABSENT_POLICY, paired_class_diff, paired_diff  # numpy: only for this command
 
-    a, b = read_eval(result_a), read_eval(result_b)
-    return paired_diff(per_image_of(a, result_a), per_image_of(b, result_b))
+    a, b = read_result(result_a), read_result(result_b)
+    if a.get("kind") != b.get("kind"):
+        raise ResultError(f"{result_b}: a {b.get('kind')} result; compare it with another one, not a {a.get('kind')}")
+    if a["kind"] == "robust":
+        from .robustness import compare_robust
+
+        return compare_robust(a, result_a, b, result_b)
+    pa, pb = per_image_of(a, result_a), per_image_of(b, result_b)
+    classes = [r["class"] for r in a.get("per_class") or []] or None
+    return paired_diff(pa, pb) | {
+        "per_class": paired_class_diff(pa, pb, classes),
+        "absent_classes": ABSENT_POLICY,
+    }
+
+
+def analyze(result: str, top: int = 10, worst: int = 0, plots: str | None = "plots", sort: str = "pixels") -> dict:
+    """``lrbench analyze`` without ``--overlays`` (which needs the model: :mod:`lrbench.engine.overlays`)."""
+    from .analysis import analyze as run  # numpy and matplotlib: only for this command
+
+    return run(result, top=top, worst=worst, plots=plots, sort=sort)
 
 
 def report(results: str = "results", out: str = "RESULTS.md", plots: str = "plots") -> dict:

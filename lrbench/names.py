@@ -27,3 +27,17 @@ ARCHITECTURES: dict[str, str] = {
     **{f"mask2former-r{d}": "mask2former-resnet" for d in (50, 101)},
 }
 SIZE_DIVISOR = {"lrformer-plus": 32, "mask2former-swin": 32, "mask2former-resnet": 32}  # input sides (Mask2Former)
+
+# Corruption robustness (Kamann & Rother, CVPR 2020: the Cityscapes-C protocol the SegFormer paper used): 16
+# corruptions of the `imagecorruptions` package in four groups; noise at severities 1-3, the others at 1-5.
+CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "blur": ("motion_blur", "defocus_blur", "glass_blur", "gaussian_blur"),
+    "noise": ("gaussian_noise", "impulse_noise", "shot_noise", "speckle_noise"),
+    "digital": ("brightness", "contrast", "saturate", "jpeg_compression"),
+    "weather": ("snow", "spatter", "fog", "frost"),
+}
+CORRUPTIONS: tuple[str, ...] = tuple(c for group in CORRUPTION_GROUPS.values() for c in group)
+SEVERITY_RANGE = (1, 5)  # what the package accepts for every corruption
+PROTOCOL_SEVERITIES: dict[str, tuple[int, ...]] = {
+    c: (1, 2, 3) if group == "noise" else (1, 2, 3, 4, 5) for group, cs in CORRUPTION_GROUPS.items() for c in cs
+}

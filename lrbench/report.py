@@ -34,8 +34,10 @@ from PIL import Image
 from . import claims
 from .datasets import DATASETS
 from .fileio import atomic_write_bytes
+from .names import CORRUPTION_GROUPS
 from .recipes import default_merge, get_recipe, library_of
 from .results import git_commit, load_results
+from .robustness import robustness_rows
 from .stats import load_per_image, paired_diff
 from .version import __version__, torch_version
 from .zoo import UNREPRODUCIBLE, ZooEntry, load_zoo
@@ -96,6 +98,48 @@ def why_not_counted(run: dict, zoo: dict[str, ZooEntry]) -> str | None:
     elif run.get("weights") != "zoo":
         return "local checkpoint (not the zoo's published weights)"
     return None
+
+
+def clean_evals(results: dict[str, list[dict]]) -> list[dict]:
+    """The evals on the clean validation images (corrupted ones belong to robustness runs: their own table)."""
+    return [r for r in results["eval"] if not r.get("corruption")]
+
+
+def robustness_section(results: dict[str, list[dict]]) -> list[str]:
+    """Markdown lines of the robustness tables (one per dataset with ``lrbench robust`` summaries); none otherwise."""
+    if not results.get("robust"):
+        return []
+    groups = list(CORRUPTION_GROUPS)
+    L = [
+        "",
+        "## Robustness to corruptions",
+        "",
+        "`lrbench robust`: the clean validation set and the 16 corruptions of Kamann & Rother (CVPR 2020; "
+        "Cityscapes-C, as in the SegFormer paper), made by the `imagecorruptions` package with a seed per image; noise "
+        "at severities 1-3, the others at 1-5. Per corruption the mean over its severities; a group is the mean of its "
+        "corruptions; mean corrupted = the mean over the corruptions; relative robustness = mean corrupted / clean.",
+    ]
+    for d in DATASET_TITLES:
+        rows = robustness_rows(results["robust"], d)
+        if not rows:
+            continue
+        L += [
+            "",
+            f"### {d}",
+            "",
+            "| model | protocol | images | clean mIoU | mean corrupted | "
+            + " | ".join(groups)
+            + " | relative robustness | complete |",
+            "|" + "---|" * (7 + len(groups)),
+        ]
+        for r in rows:
+            g = " | ".join(_f(r["per_group"].get(k), ".2f") for k in groups)
+            L.append(
+                f"| {r['model']} | {r['protocol']} | {r.get('num_images', '–')} | {_f(r['clean_mIoU'], '.2f')} | "
+                f"{_f(r['mean_corrupted_mIoU'], '.2f')} | {g} | {_f(r.get('relative_robustness'), '.1f')}% | "
+                f"{'yes' if r.get('complete') else 'partial'} |"
+            )
+    return L
 
 
 def split_evals(evals: list[dict], zoo: dict[str, ZooEntry]) -> tuple[list[dict], list[tuple[dict, str]]]:
@@ -310,7 +354,7 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
 
 
 def build_tables(results: dict[str, list[dict]], zoo: dict) -> dict[str, pd.DataFrame]:
-    counted, _ = split_evals(results["eval"], zoo)
+    counted, _ = split_evals(clean_evals(results), zoo)
     return {d: dataset_table(d, zoo, results, counted) for d in DATASET_TITLES}
 
 
@@ -367,7 +411,7 @@ def render(
             f"Attention layers: one per stage at LRFormer-S / SegFormer-B2 widths; latency on {m['device_name']}"
             f" (torch {m['torch']}, {m['iters']} iterations, layers over {m['max_gmacs']} GMACs not timed).",
         ]
-    counted, others = split_evals(results["eval"], zoo)
+    counted, others = split_evals(clean_evals(results), zoo)
     mmseg = {d: dataset_table(d, zoo, results, counted, origin="mmseg") for d in DATASET_TITLES}
     for d, title in DATASET_TITLES.items():
         L += ["", f"## {title}", "", _md_table(tables[d])]
@@ -413,6 +457,7 @@ def render(
                 f"| {run.get('_path', '–')} | {run['model']} | {run['dataset']} | {run['protocol']} | {run['num_images']} | "
                 f"{_f(run['mIoU'], '.2f')} | {why} |"
             )
+    L += robustness_section(results)
     if results["speed"]:
         L += [
             "",
@@ -456,7 +501,7 @@ def render(
         f"- devices: {', '.join(devices) or '–'}",
         f"- results dated {dates[0] if dates else '–'} to {dates[-1] if dates else '–'}",
         f"- inputs: {sum(len(v) for v in results.values())} result files "
-        f"({', '.join(f'{len(v)} {k}' for k, v in results.items())})",
+        f"({', '.join(f'{len(v)} {k}' for k, v in results.items() if v or k != 'robust')})",
         "",
     ]
     csv = pd.concat(

@@ -14,9 +14,10 @@ from .errors import ResultError
 from .fileio import now_iso, write_json
 from .version import __version__, torch_version
 
-KINDS = ("flops", "speed", "claims", "eval")
+KINDS = ("flops", "speed", "claims", "eval", "robust")
 # The fields the report reads, per kind: a file without them is named in the error instead of failing later.
 REQUIRED = {
+    "robust": ("model", "dataset", "protocol", "runs", "clean_mIoU", "mean_corrupted_mIoU", "per_group"),
     "flops": ("model", "shape", "num_classes", "params", "gflops"),
     "speed": (
         "model",
@@ -105,8 +106,8 @@ def load_results(results_dir: str | os.PathLike, ignored: list[str] | None = Non
     return out
 
 
-def read_eval(path: str | os.PathLike) -> dict:
-    """One eval result file, checked to be one."""
+def read_result(path: str | os.PathLike, kinds: tuple[str, ...] = ("eval", "robust")) -> dict:
+    """One result file of one of ``kinds``, checked to be one."""
     path = Path(path)
     try:
         obj = json.loads(path.read_text())
@@ -114,9 +115,15 @@ def read_eval(path: str | os.PathLike) -> dict:
         raise ResultError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(obj, dict) or obj.get("kind") != "eval":
-        raise ResultError(f"{path}: not an lrbench eval result (see `lrbench eval`)")
+    if not isinstance(obj, dict) or obj.get("kind") not in kinds:
+        what = " or ".join(f"`lrbench {k}`" for k in kinds)
+        raise ResultError(f"{path}: not an lrbench {' or '.join(kinds)} result (see {what})")
     return obj
+
+
+def read_eval(path: str | os.PathLike) -> dict:
+    """One eval result file, checked to be one."""
+    return read_result(path, ("eval",))
 
 
 def per_image_of(result: dict, path: str | os.PathLike) -> dict:

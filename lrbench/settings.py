@@ -20,7 +20,18 @@ import yaml
 from .datasets import DATASETS
 from .errors import UnknownNameError, UsageError
 from .fileio import data_dir, env_path, read_yaml
-from .names import ARCHITECTURES, DEVICES, DTYPES, FAMILIES, MODES, MS_MERGES, PROTOCOLS, SIZE_DIVISOR
+from .names import (
+    ARCHITECTURES,
+    CORRUPTIONS,
+    DEVICES,
+    DTYPES,
+    FAMILIES,
+    MODES,
+    MS_MERGES,
+    PROTOCOLS,
+    SEVERITY_RANGE,
+    SIZE_DIVISOR,
+)
 
 Dataset = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 Device = Literal[("auto", *DEVICES)]  # type: ignore[valid-type]
@@ -75,6 +86,13 @@ class EvalSettings:
         60.0, "Save the resume state at least every this many seconds.", flag="--save-every", min=0
     )
     skip_bad: bool = option(False, "Skip broken files (listed in the result).")
+    corruption: Optional[str] = option(
+        None, "Evaluate on images corrupted by this imagecorruptions function (see `lrbench robust`)."
+    )
+    severity: Optional[int] = option(None, "Corruption severity 1..5 (with --corruption).")
+    calibration: bool = option(
+        False, "Also measure expected calibration error (15 bins) and write a reliability diagram beside --out."
+    )
     recipe: Optional[dict] = field(default=None, metadata={"python_only": True})
 
     def check(self) -> EvalSettings:
@@ -96,6 +114,7 @@ class EvalSettings:
             raise UsageError("--data-root is required: the folder with the dataset's standard layout")
         if isinstance(self.model, str):
             check_model_name(self.model)
+        check_corruption(self.corruption, self.severity)
         return self
 
     def out_path(self, dataset: str) -> str | None:
@@ -103,7 +122,8 @@ class EvalSettings:
         if self.out != AUTO_OUT:
             return self.out
         name = self.model if isinstance(self.model, str) else getattr(self.model, "name", "model")
-        return AUTO_OUT.format(model=name, dataset=dataset, protocol=self.protocol)
+        out = AUTO_OUT.format(model=name, dataset=dataset, protocol=self.protocol)
+        return out.replace(".json", f"_{self.corruption}-{self.severity}.json") if self.corruption else out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -214,6 +234,21 @@ def check_shape(shape, arch: str | None = None, divisor: int | None = None) -> t
             f"zero-pads images to them); use e.g. --shape {H} {W}"
         )
     return int(shape[0]), int(shape[1])
+
+
+def check_corruption(name: str | None, severity: int | None) -> tuple[str, int] | None:
+    """``--corruption`` and ``--severity`` together: one of the 16 corruptions and a severity the package takes."""
+    if name is None and severity is None:
+        return None
+    if name is None or severity is None:
+        raise UsageError("--corruption and --severity go together: pass both (e.g. --corruption fog --severity 3)")
+    if name not in CORRUPTIONS:
+        hint = _did_you_mean(name, CORRUPTIONS, "")
+        raise UsageError(f"--corruption must be one of {', '.join(CORRUPTIONS)}, got '{name}'{hint}")
+    lo, hi = SEVERITY_RANGE
+    if not lo <= int(severity) <= hi:
+        raise UsageError(f"--severity must be {lo}..{hi}, got {severity}")
+    return name, int(severity)
 
 
 def check_sha256(sha256: str | None) -> str | None:

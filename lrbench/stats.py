@@ -92,7 +92,7 @@ def class_intervals(per_image: dict, resamples: int = RESAMPLES, seed: int = SEE
     return {"IoU": _nan_interval(_ratio(inter, union)), "Acc": _nan_interval(_ratio(inter, label))}
 
 
-def _matched(a: dict, b: dict) -> np.ndarray:
+def match_images(a: dict, b: dict) -> np.ndarray:
     """Indices into ``b`` of ``a``'s images (matched by name), or ResultError when the image sets differ."""
     names_a, names_b = [str(n) for n in a["names"]], [str(n) for n in b["names"]]
     if sorted(names_a) != sorted(names_b) or len(set(names_a)) != len(names_a):
@@ -113,7 +113,7 @@ def paired_class_diff(
     images for both), sorted by the difference (largest first). A class that occurs in neither result (union 0 in
     both: NaN IoU) is left out; one that occurs in only one (a class no image labels, predicted by one model only)
     is listed with ``diff`` None and why. ``significant``: the interval excludes 0."""
-    take = _matched(a, b)
+    take = match_images(a, b)
     counts = resample_counts(len(take), resamples, seed)
     ia, ua = np.asarray(a["intersect"], np.float64), np.asarray(a["union"], np.float64)
     ib, ub = np.asarray(b["intersect"], np.float64)[take], np.asarray(b["union"], np.float64)[take]
@@ -180,7 +180,7 @@ def load_per_image(path) -> dict[str, np.ndarray]:
 def paired_diff(a: dict, b: dict, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
     """mIoU(A) - mIoU(B) with its 95% paired-bootstrap interval; ``a`` and ``b`` are per-image data (names + areas)
     of evals over the same images (any order)."""
-    take = _matched(a, b)
+    take = match_images(a, b)
     ia, ua = a["intersect"], a["union"]
     ib, ub = b["intersect"][take], b["union"][take]
     counts = resample_counts(len(take), resamples, seed)

@@ -228,7 +228,14 @@ def _dist_worker(rank, world, port, root, out):
     torch.set_num_threads(1)
     evaluate(
         EvalSettings(
-            PixelLinear(), dataset="cityscapes", data_root=root, recipe=IDENTITY, workers=0, out=out, skip_bad=True
+            PixelLinear(),
+            dataset="cityscapes",
+            data_root=root,
+            recipe=IDENTITY,
+            workers=0,
+            out=out,
+            skip_bad=True,
+            calibration=True,
         )
     )
     torch.distributed.destroy_process_group()
@@ -252,13 +259,30 @@ def test_two_process_gloo_equals_one_process(tmp_path, synth):
     assert res["skipped"] == ref["skipped"] and len(ref["skipped"]) == 1 and bad.name in ref["skipped"][0]
     # the per-image counts, gathered from both ranks in dataset order, equal one process's
     one = tmp_path / "one.json"
-    evaluate(
-        EvalSettings(PixelLinear(), tmp_path, "cityscapes", recipe=IDENTITY, workers=0, skip_bad=True, out=str(one))
+    single = evaluate(
+        EvalSettings(
+            PixelLinear(),
+            tmp_path,
+            "cityscapes",
+            recipe=IDENTITY,
+            workers=0,
+            skip_bad=True,
+            out=str(one),
+            calibration=True,
+        )
     )
     a, b = np.load(tmp_path / "one.per_image.npz"), np.load(tmp_path / "dist.per_image.npz")
     assert res["per_image_file"] == "dist.per_image.npz" and list(a["names"]) == list(b["names"])
-    assert len(a["names"]) == 4 and all(np.array_equal(a[k], b[k]) for k in a.files)
-    assert res["miou_ci95"] == json.loads(one.read_text())["miou_ci95"]
+    assert len(a["names"]) == 4 and all(np.array_equal(a[k], b[k]) for k in a.files)  # confusion matrix included
+    assert "confusion" in a.files and res["miou_ci95"] == single["miou_ci95"]
+    assert res["per_class"] == single["per_class"]  # per-class intervals too
+    keep = ("ece", "count", "accuracy", "mean_confidence", "pixels")
+    assert {k: res["calibration"][k] for k in keep} == {k: single["calibration"][k] for k in keep}
+    # and what analyze reads of the two is the same
+    from lrbench.analysis import analyze
+
+    x, y = analyze(str(one), worst=3, plots=None), analyze(str(out), worst=3, plots=None)
+    assert x["top_confusions"] == y["top_confusions"] and x["worst_images"] == y["worst_images"]
 
 
 def test_bad_inputs_name_the_file(tmp_path, synth):

@@ -61,7 +61,7 @@ def test_every_dotted_reference_resolves():
 
 def test_the_check_can_fail():
     assert resolves("lrbench.engine.inference.load") and resolves("lrbench.stats")
-    assert not resolves("lrbench.inference.load") and not resolves("lrbench.engine.evaluate.predict_logits")
+    assert not resolves("lrbench.inference.load") and not resolves("lrbench.engine.evaluate.predict_views")
 
 
 def test_the_tree_check_sees_a_written_file(tmp_path, monkeypatch):

@@ -14,13 +14,19 @@ READING = [
     {"lrbench.errors", "lrbench.names", "lrbench.classes", "lrbench.version"},
     {"lrbench.fileio", "lrbench.datasets", "lrbench.stats"},
     {"lrbench.results", "lrbench.sources", "lrbench.settings", "lrbench.layouts"},
-    {"lrbench.recipes"},
+    {"lrbench.recipes", "lrbench.robustness", "lrbench.analysis"},
     {"lrbench.zoo", "lrbench.claims"},
     {"lrbench.report"},
     {"lrbench.commands"},
 ]
 ENGINE = [
-    {"lrbench.engine", "lrbench.engine.metrics", "lrbench.engine.models.base", "lrbench.engine.devices"},
+    {
+        "lrbench.engine",
+        "lrbench.engine.metrics",
+        "lrbench.engine.models.base",
+        "lrbench.engine.devices",
+        "lrbench.engine.corruptions",
+    },
     {"lrbench.engine.checkpoint", "lrbench.engine.loader", "lrbench.engine.timing", "lrbench.engine.postprocess"},
     {
         "lrbench.engine.models.lrformer",
@@ -35,7 +41,14 @@ ENGINE = [
     {"lrbench.engine.weights", "lrbench.engine.pipeline"},
     {"lrbench.engine.inference"},
     {"lrbench.engine.speed", "lrbench.engine.complexity", "lrbench.engine.evaluate"},
-    {"lrbench.engine.measure", "lrbench.engine.predictions", "lrbench.engine.publish", "lrbench.engine.environment"},
+    {
+        "lrbench.engine.measure",
+        "lrbench.engine.predictions",
+        "lrbench.engine.publish",
+        "lrbench.engine.environment",
+        "lrbench.engine.robust",
+    },
+    {"lrbench.engine.overlays"},
     {"lrbench.engine.api", "lrbench.engine.reproduce"},
     {"lrbench.engine.commands"},
 ]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from .. import analysis
 from ..errors import UsageError
 from ..names import ARCHITECTURES
 from ..zoo import resolve
+from .evaluate import evaluate
 from .inference import load
 from .models import create_model as _build
 from .models import list_models, load_checkpoint
+from .overlays import write_overlays
 from .predictions import predict
+from .robust import robust
 
 
 def create_model(
@@ -45,4 +49,22 @@ def create_model(
     return model
 
 
-__all__ = ["create_model", "list_models", "load_checkpoint", "predict"]
+def analyze(
+    result: str,
+    top: int = 10,
+    worst: int = 0,
+    plots: str | None = "plots",
+    overlays: str | None = None,
+    sort: str = "pixels",
+    device: str = "cpu",
+) -> dict:
+    """What ``lrbench analyze RESULT`` prints, as a dict: top confusions, per-class IoU with intervals, the ``worst``
+    images (and, with ``overlays``, image | ground truth | prediction PNGs of them) and the heat map under ``plots``
+    (see :mod:`lrbench.analysis`)."""
+    res = analysis.analyze(result, top=top, worst=worst, plots=plots, sort=sort)
+    if overlays is not None:
+        res["overlays"] = write_overlays(result, [w["image"] for w in res["worst_images"]], overlays, device=device)
+    return res
+
+
+__all__ = ["analyze", "create_model", "evaluate", "list_models", "load_checkpoint", "predict", "robust"]

@@ -5,6 +5,7 @@ write the result record. The CLI imports this module only when one of them runs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .. import claims as claims_mod
@@ -16,9 +17,11 @@ from ..zoo import resolve
 from .complexity import count_flops
 from .devices import resolve_device
 from .measure import run_claims
+from .overlays import write_overlays
 from .predictions import load_predictor, predict_files
 from .publish import publish
 from .reproduce import Outcome, reproduce
+from .robust import robust as run_robust
 from .speed import measure_speed
 from .weights import convert as zoo_convert
 from .weights import pull
@@ -198,3 +201,16 @@ def zoo_publish(
     results: str | None = "results",
 ) -> dict:
     return publish(name, checkpoint, repo_id, revision=revision, private=private, dry_run=dry_run, results_dir=results)
+
+
+def robust(settings, out_dir: str | None = None, corruptions: list[str] | None = None, progress=None) -> dict:
+    """``lrbench robust``: see :mod:`lrbench.engine.robust`."""
+    settings = replace(settings, device=resolve_device(settings.device))
+    return run_robust(settings, out_dir=out_dir, corruptions=corruptions, progress=progress)
+
+
+def analyze_overlays(
+    result: str, images: list[str], out_dir: str, device: str = "auto", overwrite: bool = False
+) -> list[dict]:
+    """``lrbench analyze --overlays``: image | ground truth | prediction for the named images of an eval."""
+    return write_overlays(result, images, out_dir, device=resolve_device(device), overwrite=overwrite)

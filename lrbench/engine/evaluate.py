@@ -12,6 +12,7 @@ alone writes the result.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import time
@@ -23,18 +24,20 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..analysis import plot_reliability
 from ..datasets import get_spec
 from ..errors import LrbenchError, OutputError, ResultError
 from ..fileio import atomic_write_bytes, check_writable, write_json
+from ..recipes import library_of
 from ..results import record, versions
-from ..settings import AUTO_OUT, EvalSettings
+from ..settings import AUTO_OUT, EvalSettings, check_corruption
 from ..stats import AREAS, class_intervals, miou_ci
 from ..zoo import Resolved
 from .devices import autocast, check_device, check_dtype, device_name, resolve_device
 from .inference import Loaded, load
 from .loader import DatasetError, SegDataset, collate_list
-from .metrics import IoUAccumulator
-from .pipeline import TestConfig, ms_views, predict_labels
+from .metrics import AREA_KEYS, CalibrationAccumulator, IoUAccumulator
+from .pipeline import TestConfig, ms_views, predict_labels, predict_logits
 from .timing import Intervals, Stages
 
 
@@ -48,7 +51,19 @@ def _describe_change(old: dict, new: dict) -> str:
         parts.append(f"the image list changed: {old.get('n')} → {new.get('n')} images")
     elif old.get("images") != new.get("images"):
         parts.append("the image files changed")
-    for k in ("model", "weights_sha256", "dataset", "protocol", "mode", "merge", "test", "world", "dtype"):
+    for k in (
+        "model",
+        "weights_sha256",
+        "dataset",
+        "protocol",
+        "mode",
+        "merge",
+        "test",
+        "world",
+        "dtype",
+        "corruption",
+        "calibration",
+    ):
         if old.get(k) != new.get(k):
             a, b = old.get(k), new.get(k)
             if k == "weights_sha256":
@@ -265,10 +280,18 @@ def run_loop(
                     state.done.add(item["index"])
                 for group in _same_size_groups(good):
                     images = torch.stack([it["image"] for it in group])  # already on the device (_prefetched)
+                    confidence = None
                     with amp_ctx:
-                        preds = predict_labels(net, images, cfg.test, cfg.protocol, cfg.mode, cfg.merge, stages)
-                    for pred, item in zip(preds, group):
+                        if acc.calibration is None:
+                            preds = predict_labels(net, images, cfg.test, cfg.protocol, cfg.mode, cfg.merge, stages)
+                        else:  # the full-resolution scores, for their confidence (the reference path)
+                            confidence, preds = top1(
+                                cfg, predict_logits(net, images, cfg.test, cfg.protocol, cfg.mode, cfg.merge)
+                            )
+                    for j, (pred, item) in enumerate(zip(preds, group)):
                         acc.update(pred, item["label"], item["index"])
+                        if confidence is not None:
+                            acc.calibration.update(confidence[j], pred, item["label"])
                         state.done.add(item["index"])
                         state.step(acc)
                         if progress:
@@ -278,6 +301,24 @@ def run_loop(
         if state.done:
             state.save(acc)
         raise
+
+
+def confidence_source(cfg: TestConfig) -> str:
+    """What the calibration's top-1 confidence is, for a test configuration (the record states it)."""
+    merged = cfg.protocol == "ms"
+    if merged and cfg.merge == "softmax":
+        return "the merged probabilities: mean of the views' softmax at full resolution"
+    if library_of(cfg.test) == "detectron2":
+        what = "the mean of the views' scores" if merged else "the model's scores"
+        return f"{what} at full resolution as they are (detectron2's Mask2Former semantic scores; no softmax)"
+    return "softmax of the " + ("mean of the views' logits" if merged else "full-resolution scores")
+
+
+def top1(cfg: TestConfig, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(confidence, class) per pixel from (B, K, H, W) full-resolution scores, as :func:`confidence_source` says."""
+    softmax = not (cfg.protocol == "ms" and cfg.merge == "softmax") and library_of(cfg.test) != "detectron2"
+    probs = scores.float().softmax(1) if softmax else scores.float()
+    return probs.max(1)
 
 
 def _image_digest(ds: SegDataset, indices: list[int]) -> str:
@@ -351,7 +392,8 @@ def evaluate(
     out_path = Path(out) if out else None
     if out_path is not None and not fixed:
         _check_out(out_path, s.overwrite or s.resume)
-    ds = SegDataset(dataset, s.data_root)
+    corruption = check_corruption(s.corruption, s.severity)
+    ds = SegDataset(dataset, s.data_root, corruption)
     if world > 1 and device == "cuda":  # torchrun: one GPU per local rank
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
         torch.cuda.set_device(torch.device(device))
@@ -368,6 +410,8 @@ def evaluate(
         "world": world,
         "merge": cfg.merge,
         "dtype": dtype,
+        "corruption": list(corruption) if corruption else None,
+        "calibration": s.calibration,
     }
     state = ResumeState(
         state_path(out_path, rank, world) if out_path else None,
@@ -383,6 +427,8 @@ def evaluate(
 
     spec = get_spec(dataset)
     acc = IoUAccumulator(spec.num_classes, spec.ignore_index, device)
+    if s.calibration:
+        acc.calibration = CalibrationAccumulator(spec.num_classes, spec.ignore_index, device=device)
     state.restore(acc, s.resume, s.overwrite)
     shard = indices[rank::world]
     todo = [i for i in shard if i not in state.done]
@@ -430,7 +476,7 @@ def evaluate(
         weights_verified=weights.verified,
         weights_source=weights.origin or weights.source,
         dataset=dataset,
-        data_root=str(ds.root),
+        data_root=str(ds.root.resolve()),
         label_form=ds.layout.form,
         num_images=len(indices),
         complete=s.limit is None or s.limit >= len(ds),
@@ -454,7 +500,16 @@ def evaluate(
         },
         mAcc=summary["mAcc"],
         per_class=summary["per_class"],
-        areas={k: v.tolist() for k, v in acc.state_dict().items()},
+        areas={k: acc.areas[k].tolist() for k in AREA_KEYS},
+        corruption=corruption_record(corruption),
+        calibration=None
+        if acc.calibration is None
+        else acc.calibration.summary()
+        | {
+            "confidence": confidence_source(cfg),
+            "post_processing": "reference (full-resolution scores; labels = their argmax)",
+            "diagram": reliability_path(out_path).name if out_path else None,
+        },
         skipped=skipped,
         device=device,
         device_name=device_name(device),
@@ -478,10 +533,33 @@ def evaluate(
     )
     if out_path is not None and rank == 0:
         atomic_write_bytes(per_image_path(out_path), lambda tmp: _save_npz(tmp, per_image))
+        if result["calibration"] is not None:
+            plot_reliability(result["calibration"], f"{weights.model} on {dataset}", reliability_path(out_path))
         write_json(out_path, result)
         for r in range(world):  # the final result supersedes the resume state
             state_path(out_path, r, world).unlink(missing_ok=True)
     return result | {"out": out}
+
+
+def reliability_path(out_path: Path) -> Path:
+    """The reliability diagram beside a result: ``r.json`` -> ``r.reliability.png``."""
+    return out_path.with_name(out_path.stem + ".reliability.png")
+
+
+def corruption_record(corruption: tuple[str, int] | None) -> dict | None:
+    """How the corrupted images were made (the record says it)."""
+    if corruption is None:
+        return None
+    name, severity = corruption
+    return {
+        "name": name,
+        "severity": severity,
+        "package": f"imagecorruptions {importlib.metadata.version('imagecorruptions')}",
+        "seed": "per image: sha256 of 'name/severity/<image path inside the dataset>' (first 4 bytes)",
+        "glass_blur": "lrbench.engine.corruptions.glass_blur_fast (equal to the package's)"
+        if name == "glass_blur"
+        else None,
+    }
 
 
 def per_image_path(out_path: Path) -> Path:

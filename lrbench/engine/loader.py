@@ -1,5 +1,6 @@
 """The validation set as a torch dataset over :mod:`lrbench.layouts`: decoded RGB images and label maps with the
-dataset's id convention applied; a bad file is returned as an ``error`` naming it (never raised in a worker)."""
+dataset's id convention applied (optionally corrupted, :mod:`lrbench.engine.corruptions`); a bad file is returned as
+an ``error`` naming it (never raised in a worker)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PIL import Image
 
 from ..errors import DatasetError
 from ..layouts import find_layout, read_label, train_ids
+from .corruptions import corrupt_image
 
 __all__ = ["DatasetError", "SegDataset", "collate_list"]
 
@@ -18,12 +20,17 @@ __all__ = ["DatasetError", "SegDataset", "collate_list"]
 class SegDataset(torch.utils.data.Dataset):
     """(image, label) pairs of one validation set, sorted by file name (mmseg's order)."""
 
-    def __init__(self, name: str, data_root: str | Path):
+    def __init__(self, name: str, data_root: str | Path, corruption: tuple[str, int] | None = None):
         lay = find_layout(name, data_root)
         if lay.images_without_label:
             img, expected = lay.images_without_label[0]
             raise DatasetError(f"{img}: no annotation (expected {expected})")
         self.layout, self.spec, self.root, self.items = lay, lay.spec, lay.root, lay.items
+        self.corruption = corruption  # (name, severity): images corrupted as they are decoded, seeded per image
+
+    def key(self, index: int) -> str:
+        """An image's path inside the dataset root: what its corruption seed is made from."""
+        return self.items[index][0].relative_to(self.root).as_posix()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -44,6 +51,9 @@ class SegDataset(torch.utils.data.Dataset):
         label, error = train_ids(label, image.shape[:2], img_path, ann_path, self.spec)
         if error:
             return {"index": index, "error": error}
+        if self.corruption is not None:
+            name, severity = self.corruption
+            image = corrupt_image(image, name, severity, self.key(index))
         return {
             "index": index,
             "image": torch.from_numpy(image.copy()),

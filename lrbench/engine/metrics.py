@@ -70,6 +70,7 @@ class IoUAccumulator:
         n = num_classes + 1
         self.confusion = torch.zeros(n, n, dtype=torch.int64, device=device)  # row label, column prediction
         self.images: dict[int, torch.Tensor] = {}  # dataset index -> (4, K) areas of that image, AREA_KEYS order
+        self.calibration: CalibrationAccumulator | None = None  # set for --calibration: saved and reduced with these
 
     def update(self, pred: torch.Tensor, label: torch.Tensor, index: int | None = None) -> torch.Tensor:
         """Add one prediction (class ids) and its label map of the same shape; ``index`` keeps its own areas too.
@@ -88,12 +89,17 @@ class IoUAccumulator:
         return m
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.cpu().clone() for k, v in self.areas.items()} | {"confusion": self.confusion.cpu().clone()}
+        state = {k: v.cpu().clone() for k, v in self.areas.items()} | {"confusion": self.confusion.cpu().clone()}
+        if self.calibration is not None:
+            state |= {f"calibration_{k}": v.clone() for k, v in self.calibration.state_dict().items()}
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k in AREA_KEYS:
             self.areas[k].copy_(state[k])
         self.confusion.copy_(state["confusion"])
+        if self.calibration is not None:
+            self.calibration.load_state_dict({k[12:]: v for k, v in state.items() if k.startswith("calibration_")})
 
     def image_state(self) -> dict[str, torch.Tensor]:
         """The per-image areas as tensors (indices (N,), areas (N, 4, K)), for saving."""
@@ -127,6 +133,8 @@ class IoUAccumulator:
             for j, k in enumerate(AREA_KEYS):
                 self.areas[k] = flat[j * K : (j + 1) * K]
             self.confusion = flat[len(AREA_KEYS) * K :].view(K + 1, K + 1)
+        if self.calibration is not None:
+            self.calibration.all_reduce()
 
     def summary(self, class_names: tuple[str, ...] | None = None) -> dict:
         return summarize(self.areas, class_names)
@@ -152,3 +160,57 @@ def summarize(areas: dict[str, torch.Tensor], class_names: tuple[str, ...] | Non
             for n, i, c, t in zip(names, iou, acc, a["label"])
         ],
     }
+
+
+class CalibrationAccumulator:
+    """Expected calibration error of the top-1 confidence, accumulated exactly per bin (counts and correct pixels as
+    integers, confidences summed in float64) on the model's device without waiting for it: ``bins`` equal-width bins
+    over [0, 1] (a confidence of 1, or a score above it, in the last), pixels whose label is ignored or not a class
+    left out. ECE = sum over bins of (pixels in bin / pixels) x |accuracy in bin - mean confidence in bin|."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, bins: int = 15, device: str | torch.device = "cpu"):
+        self.num_classes, self.ignore_index, self.bins = num_classes, ignore_index, bins
+        self.count = torch.zeros(bins + 1, dtype=torch.int64, device=device)  # last: the spare bin of left-out pixels
+        self.correct = torch.zeros(bins + 1, dtype=torch.int64, device=device)
+        self.confidence = torch.zeros(bins + 1, dtype=torch.float64, device=device)
+
+    def update(self, confidence: torch.Tensor, pred: torch.Tensor, label: torch.Tensor) -> None:
+        """``confidence`` and ``pred`` (H, W): the top-1 confidence and its class; ``label`` (H, W)."""
+        t = label.long()
+        keep = (t != self.ignore_index) & (t < self.num_classes)
+        b = torch.where(keep, (confidence.double() * self.bins).long().clamp(0, self.bins - 1), self.bins).flatten()
+        self.count.index_add_(0, b, torch.ones_like(b))
+        self.correct.index_add_(0, b, (pred.long() == t).long().flatten())
+        self.confidence.index_add_(0, b, confidence.double().flatten())
+
+    def all_reduce(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for t in (self.count, self.correct, self.confidence):
+                dist.all_reduce(t)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"count": self.count.cpu(), "correct": self.correct.cpu(), "confidence": self.confidence.cpu()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for k in ("count", "correct", "confidence"):
+            getattr(self, k).copy_(state[k])
+
+    def summary(self) -> dict:
+        """ECE (percent) and the per-bin counts, accuracy and mean confidence (the reliability diagram's data)."""
+        n = self.count[: self.bins].cpu().double()
+        correct = self.correct[: self.bins].cpu().double()
+        conf = self.confidence[: self.bins].cpu()
+        total = float(n.sum())
+        acc_b = torch.where(n > 0, correct / n.clamp(min=1), torch.nan)
+        conf_b = torch.where(n > 0, conf / n.clamp(min=1), torch.nan)
+        gaps = torch.where(n > 0, (acc_b - conf_b).abs() * n, 0.0)
+        return {
+            "ece": float(gaps.sum() / total) * 100 if total else None,
+            "bins": self.bins,
+            "pixels": int(total),
+            "count": [int(c) for c in n],
+            "accuracy": [None if torch.isnan(a) else float(a) for a in acc_b],
+            "mean_confidence": [None if torch.isnan(c) else float(c) for c in conf_b],
+        }
