@@ -516,18 +516,26 @@ def eval_cmd(
             "per_class",
             "skipped",
             "device_name",
+            "corruption",
+            "calibration",
         )
         print_json(res if full else {k: res.get(k) for k in keys} | {"out": out})
         return
     labels = "" if res["label_form"] == "labelTrainIds" else f"; labels: {res['label_form']}, mapped on the fly"
+    c = res.get("corruption")
+    corrupted = f"; corrupted: {c['name']} severity {c['severity']}" if c else ""
     table = Table(
-        title=f"{model} on {res['dataset']} ({res['num_images']} images, {res['protocol']}, {res['mode']}{labels})"
+        title=f"{model} on {res['dataset']} ({res['num_images']} images, {res['protocol']}, {res['mode']}{labels}"
+        f"{corrupted})"
     )
-    for col in ("class", "IoU", "Acc"):
+    for col in ("class", "IoU", "95% CI", "Acc"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for r in res["per_class"]:
         if r["IoU"] is not None:
-            table.add_row(r["class"], f"{r['IoU']:.2f}", _fmt(r["Acc"], ".2f"))
+            ci = r.get("IoU_ci95")
+            table.add_row(
+                r["class"], f"{r['IoU']:.2f}", f"{ci[0]:.1f}–{ci[1]:.1f}" if ci else "-", _fmt(r["Acc"], ".2f")
+            )
     show(table)
     rate = res["timings"]["images_per_s"]
     ci = f" (95% CI {res['miou_ci95'][0]:.2f}–{res['miou_ci95'][1]:.2f})" if res.get("miou_ci95") else ""
@@ -537,6 +545,10 @@ def eval_cmd(
     )
     if res.get("checkpoint_sha256"):
         console.print(f"weights: {escape(str(res.get('weights_source')))} (sha256 {res['checkpoint_sha256'][:16]}…)")
+    cal = res.get("calibration")
+    if cal:
+        where = f"; reliability diagram {cal['diagram']} beside the result" if cal.get("diagram") else ""
+        console.print(f"ECE {_fmt(cal['ece'], '.2f')}% ({cal['bins']} bins; confidence: {cal['confidence']}){where}")
     if res["skipped"]:
         console.print(f"[yellow]skipped {len(res['skipped'])} bad files (listed in {out})[/]")
 

@@ -28,7 +28,7 @@ from .datasets import DATASETS, DEFAULT_DATASET, get_spec
 from .errors import OutputError, UsageError, ZooError
 from .fileio import atomic_write_bytes, read_yaml
 from .names import ARCHITECTURES
-from .recipes import default_recipe, get_recipe, load_recipes
+from .recipes import default_recipe, get_recipe, load_recipes, recipes_dir
 from .settings import ZOO_FILE, check_family, list_models, local_manifest, unknown_entry, unknown_model
 from .sources import (
     HubSource,
@@ -128,7 +128,7 @@ def _read_manifest(path: Path) -> dict[str, ZooEntry]:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(paths: tuple[tuple[Path, int], ...]) -> dict[str, ZooEntry]:
+def _load(paths: tuple[tuple[Path, int], ...], recipes: Path) -> dict[str, ZooEntry]:
     entries: dict[str, ZooEntry] = {}
     for p, _mtime in paths:  # the mtime is part of the cache key only: an edited manifest is read again
         entries.update(_read_manifest(p))
@@ -140,7 +140,8 @@ def load_zoo(local_may_be_missing: bool = False) -> dict[str, ZooEntry]:
     is an error unless ``local_may_be_missing``, for ``zoo publish``, which creates it)."""
     local = local_manifest(local_may_be_missing)
     paths = [ZOO_FILE] + ([local] if local is not None and local.exists() else [])
-    return _load(tuple((p, p.stat().st_mtime_ns) for p in paths))
+    # the recipes folder is part of the key: entries are checked against its recipes ($LRBENCH_RECIPES)
+    return _load(tuple((p, p.stat().st_mtime_ns) for p in paths), recipes_dir())
 
 
 def get_entry(name: str, local_may_be_missing: bool = False) -> ZooEntry:

@@ -362,3 +362,37 @@ def test_eval_ece_equals_numpy_on_the_full_resolution_softmax(erring_eval):
     assert cal["confidence"] == "softmax of the full-resolution scores" and cal["bins"] == 15
     assert (root / cal["diagram"]).read_bytes()[:4] == b"\x89PNG"
     assert sum(cal["count"]) == cal["pixels"] > 0 and len([c for c in cal["count"] if c]) > 3  # spread over bins
+
+
+def test_overlays_of_the_worst_images(tmp_path, synth, randomize, save_mmengine):
+    """--worst K --overlays DIR: image | ground truth | prediction for the K worst images, made again with the eval's
+    model and weights (the prediction panel equals what `lrbench predict` colours)."""
+    from PIL import Image
+
+    from lrbench.engine.models import create_model
+    from lrbench.engine.overlays import colour
+    from lrbench.engine.predictions import load_predictor
+
+    synth(tmp_path / "data", "ade20k", n=2, sizes=((48, 64),))
+    save_mmengine(randomize(create_model("segformer-b0"), seed=4), tmp_path / "b0.pth")
+    out = tmp_path / "r.json"
+    evaluate(
+        EvalSettings(
+            "segformer-b0", str(tmp_path / "data"), checkpoint=str(tmp_path / "b0.pth"), workers=0, out=str(out)
+        )
+    )
+    r = run("analyze", out, "--worst", "1", "--overlays", tmp_path / "ov", "--plots", tmp_path / "p", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    (png,) = sorted((tmp_path / "ov").glob("*.png"))
+    worst = json.loads(run("analyze", out, "--worst", "1", "--plots", tmp_path / "p", "--json").stdout)["worst_images"]
+    assert png.name == f"00_{worst[0]['image'].rsplit('.', 1)[0]}.png"
+    panel = np.asarray(Image.open(png))
+    scale = -(-240 // 64)
+    assert panel.shape == (48 * scale + 14, 3 * 64 * scale, 3)
+    ds = SegDataset("ade20k", tmp_path / "data")
+    item = ds.load([p.name for p, _ in ds.items].index(worst[0]["image"]))
+    pred = load_predictor("segformer-b0", checkpoint=str(tmp_path / "b0.pth"))(item["image"].numpy())
+    want = colour(pred, ds.spec.palette)
+    assert np.array_equal(panel[14::scale, 2 * 64 * scale :: scale], want)  # the prediction panel
+    r = run("analyze", out, "--worst", "1", "--overlays", tmp_path / "ov", "--plots", tmp_path / "p")
+    assert r.exit_code == 2 and "already exists; pass --overwrite" in r.stderr

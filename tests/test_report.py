@@ -205,7 +205,7 @@ def test_report_cli_and_errors(results, tmp_path, monkeypatch):
     notes = [" ".join(line.split()) for line in r.stderr.strip().split("note: ")[1:]]
     assert notes == [
         f"{results / 'eval' / 'other.json'}: not an lrbench result (its kind 'benchmark' is not one of "
-        "flops, speed, claims, eval); left out of the report",
+        "flops, speed, claims, eval, robust); left out of the report",
         f"{results / 'notes.json'}: not an lrbench result (it has no 'kind' field); left out of the report",
     ]
     r = CliRunner().invoke(app, ["report", "--results", str(tmp_path / "none"), "--out", str(tmp_path / "N.md")])

@@ -63,7 +63,15 @@ def test_per_image_counts_sum_to_the_totals_and_compare(tmp_path, synth):
     # a result against itself: 0 with a zero-width interval
     r = CliRunner().invoke(app, ["compare", str(tmp_path / "a.json"), str(tmp_path / "a.json"), "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == {"miou_a": 100.0, "miou_b": 100.0, "diff": 0.0, "ci95": [0.0, 0.0], "n_images": 6}
+    got = json.loads(r.stdout)
+    assert {k: got[k] for k in ("miou_a", "miou_b", "diff", "ci95", "n_images")} == {
+        "miou_a": 100.0,
+        "miou_b": 100.0,
+        "diff": 0.0,
+        "ci95": [0.0, 0.0],
+        "n_images": 6,
+    }
+    assert all(c["diff"] == 0.0 and c["ci95"] == [0.0, 0.0] for c in got["per_class"])  # the oracle: every class
     # another image list: one clear line
     evaluate(
         EvalSettings(
