@@ -104,16 +104,20 @@ def test_argument_errors(args, fragments, tmp_path, monkeypatch):
 
 
 def test_argument_errors_answer_at_once():
-    """A real process, as the user runs it: the answer comes before torch is even imported."""
-    t0 = time.perf_counter()
-    r = subprocess.run(
-        [sys.executable, "-m", "lrbench", "eval", "x", "--dataset", "ade", "--data-root", "."],
-        capture_output=True,
-        text=True,
-    )
-    elapsed = time.perf_counter() - t0
+    """A real process, as the user runs it: the answer comes before torch is even imported (how fast that is, is
+    measured in benchmarks/reading_commands.py, not asserted here: a loaded machine would break any bound)."""
+    args = ["eval", "x", "--dataset", "ade", "--data-root", "."]
+    r = subprocess.run([sys.executable, "-m", "lrbench", *args], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--dataset" in r.stderr
-    assert elapsed < 3.0  # < 1 s on an idle machine (no torch import); generous for a loaded test run
+    assert _torch_imported_by(args) is False
+
+
+def _torch_imported_by(args: list[str], cwd=None) -> bool:
+    """Whether running the CLI with ``args`` imports torch (in a fresh interpreter)."""
+    code = "import sys; from lrbench.cli import app; sys.argv = ['lrbench', *sys.argv[1:]]\n"
+    code += "try:\n    app()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd)
+    return r.stdout.strip().splitlines()[-1] == "True"
 
 
 NO_MODEL_NEEDED = [
@@ -130,16 +134,11 @@ NO_MODEL_NEEDED = [
 
 @pytest.mark.parametrize("args,fragment", NO_MODEL_NEEDED, ids=[" ".join(a[:3]) for a, _ in NO_MODEL_NEEDED])
 def test_errors_that_need_no_model_answer_before_torch(args, fragment, tmp_path):
-    """A real process: names, shapes and checksums are checked before torch is imported (< 1 s when idle)."""
-    t0 = time.perf_counter()
+    """A real process: names, shapes and checksums are checked before torch is imported (< 1 s when idle:
+    benchmarks/reading_commands.py)."""
     r = subprocess.run([sys.executable, "-m", "lrbench", *args], capture_output=True, text=True, cwd=tmp_path)
-    elapsed = time.perf_counter() - t0
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
-    assert elapsed < 3.0  # generous for a loaded test run
-    code = "import sys; from lrbench.cli import app; sys.argv = ['lrbench', *sys.argv[1:]]\n"
-    code += "try:\n    app()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
-    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path)
-    assert r.stdout.strip().splitlines()[-1] == "False"  # and torch was never imported
+    assert _torch_imported_by(args, cwd=tmp_path) is False
 
 
 # ---------------------------------------------------------------- names, files and values
@@ -317,9 +316,9 @@ def test_hub_faults(work, hub, mmengine_bytes, randomize):
     fails_cleanly(["zoo", "pull", "lrformer-t_ade20k"], f"{REPO}/{FILE}@main does not exist on the hub", root=work)
     hub.add(REPO, FILE, data)
     hub.fail_with = 500
-    t0 = time.perf_counter()
+    before = len(hub.requests)
     fails_cleanly(["zoo", "pull", "lrformer-t_ade20k"], "answered HTTP 500", root=work)
-    assert time.perf_counter() - t0 < 10  # no 25 s of retries
+    assert len(hub.requests) - before <= 2  # one answer is enough: no retries (huggingface_hub's take 25 s)
     hub.fail_with, hub.cut_after = None, 1000
     fails_cleanly(["zoo", "pull", "lrformer-t_ade20k"], "lrformer-t_ade20k: cannot download", root=work)
     hub.cut_after = None
@@ -336,7 +335,7 @@ def test_no_network_answers_within_seconds(work):
         cwd=work,
         env=os.environ | {"HF_ENDPOINT": "http://127.0.0.1:9"},
     )
-    assert time.perf_counter() - t0 < 10
+    assert time.perf_counter() - t0 < 25  # retrying would add 25 s to the start-up; the margin is for a loaded machine
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "is not in the cache and the hub cannot be reached" in r.stderr and "Traceback" not in r.stderr
 

@@ -3,7 +3,6 @@
 import ast
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "lrbench"
@@ -163,10 +162,8 @@ def test_an_upward_import_is_caught(monkeypatch):
 def test_cli_imports_no_torch_and_help_is_fast():
     code = "import sys, lrbench.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
-    t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "lrbench", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "reproduce" in r.stdout
-    assert time.perf_counter() - t0 < 2.0  # < 0.5 s on an idle 2-core machine; generous under a busy test run
+    assert r.returncode == 0 and "reproduce" in r.stdout  # its speed: benchmarks/reading_commands.py
 
 
 def _path_to_weights(args: list[str]) -> tuple[list[list[str]], int]:
