@@ -42,6 +42,7 @@ def measured_once(study: dict, calls: list):
     return run_claims
 
 
+@pytest.mark.slow
 def test_claims_command_on_small_sizes(tmp_path, monkeypatch, claims_study):
     calls = []
     monkeypatch.setattr(lrbench.engine.measure, "run_claims", measured_once(claims_study, calls))
@@ -59,6 +60,7 @@ def test_claims_command_on_small_sizes(tmp_path, monkeypatch, claims_study):
     assert r.exit_code == 2 and "c.json already exists; pass --overwrite" in r.stderr
 
 
+@pytest.mark.slow
 def test_reproduce_command_writes_beside_out(tmp_path, monkeypatch, claims_study):
     """reproduce --out X writes X, X's results/ and plots/ and nothing in the current folder."""
     monkeypatch.chdir(tmp_path)
@@ -128,6 +130,7 @@ def test_flops_accepts_entries_and_architectures(name):
     assert res["num_classes"] == (19 if name.endswith("cityscapes") else 150)
 
 
+@pytest.mark.slow
 def test_env_offline_in_seconds(tmp_path):
     """`lrbench env --json`: versions, devices, the hub's answer and the caches, in < 10 s with no network."""
     import os

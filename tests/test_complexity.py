@@ -229,6 +229,7 @@ def claims_small(claims_study):
     return claims_study
 
 
+@pytest.mark.slow
 def test_claims_measured_verdicts(claims_small, tmp_path):
     res = claims_small
     lrsa = [r for r in res["attention"] if r["kind"] == "LRSA"]
@@ -246,6 +247,7 @@ def test_claims_measured_verdicts(claims_small, tmp_path):
     assert (tmp_path / "claims.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_claims_verdicts_follow_the_measurements(claims_small):
     rows = copy.deepcopy(claims_small["attention"])
     for r in rows:  # pretend LRSA's attention grew with the pixels: the verdict must flip

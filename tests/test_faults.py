@@ -103,6 +103,7 @@ def test_argument_errors(args, fragments, tmp_path, monkeypatch):
     assert line.endswith("-h`)")  # says where the help is
 
 
+@pytest.mark.slow
 def test_argument_errors_answer_at_once():
     """A real process, as the user runs it: the answer comes before torch is even imported (how fast that is, is
     measured in benchmarks/reading_commands.py, not asserted here: a loaded machine would break any bound)."""
@@ -132,6 +133,7 @@ NO_MODEL_NEEDED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,fragment", NO_MODEL_NEEDED, ids=[" ".join(a[:3]) for a, _ in NO_MODEL_NEEDED])
 def test_errors_that_need_no_model_answer_before_torch(args, fragment, tmp_path):
     """A real process: names, shapes and checksums are checked before torch is imported (< 1 s when idle:
@@ -325,6 +327,7 @@ def test_hub_faults(work, hub, mmengine_bytes, randomize):
     fails_cleanly(["zoo", "pull", "lrformer-t_ade20k", "--sha256", "0" * 64], "checksum mismatch", root=work)
 
 
+@pytest.mark.slow
 def test_no_network_answers_within_seconds(work):
     """HF_ENDPOINT points at a closed local port (see conftest): the hub cannot be reached."""
     t0 = time.perf_counter()

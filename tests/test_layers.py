@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PKG = Path(__file__).resolve().parent.parent / "lrbench"
 # Two layers: the reading layer (lrbench/*.py: never imports torch, directly or through another module) and the torch
 # layer above it (lrbench/engine/). Inside each, tiers run one way: lower tiers never import higher ones; modules of
@@ -159,6 +161,7 @@ def test_an_upward_import_is_caught(monkeypatch):
     ]
 
 
+@pytest.mark.slow
 def test_cli_imports_no_torch_and_help_is_fast():
     code = "import sys, lrbench.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -97,6 +97,7 @@ def run_without_torch(calls: list[tuple[list[str], int]], cwd: Path, env_home: P
     return res["calls"]
 
 
+@pytest.mark.slow
 def test_help_and_argument_errors_never_import_torch(tmp_path):
     calls = [(h + ["--help"], 0) for h in HELP] + [(a, 2) for a in ARGUMENT_ERRORS]
     got = run_without_torch(calls, tmp_path, tmp_path / "home")
@@ -110,6 +111,7 @@ def test_help_and_argument_errors_never_import_torch(tmp_path):
     assert "nothing to lock" in by["zoo lock"]
 
 
+@pytest.mark.slow
 def test_reading_commands_never_import_torch_and_piped_tables_are_whole(tmp_path, synth):
     data = tmp_path / "data"
     synth(data, "ade20k", n=2, sizes=((32, 48),))

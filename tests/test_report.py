@@ -215,6 +215,7 @@ def test_report_cli_and_errors(results, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "broken.json: not valid JSON" in r.stderr and not (tmp_path / "R2.md").exists()
 
 
+@pytest.mark.slow
 def test_reproduce_wiring_with_data_root(tmp_path, monkeypatch, hub, randomize, synth):
     """reproduce: cost measurements (stubbed for speed), an eval pulled through the local hub, then the report."""
     import io

@@ -300,6 +300,7 @@ def test_wrong_hash_prefix_leaves_nothing(files, mmseg_swin_t, tmp_path):
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_url_offline_and_unreachable(tmp_path, monkeypatch):
     monkeypatch.setenv("LRBENCH_HOME", str(tmp_path / "lrbench"))
     monkeypatch.setenv("LRBENCH_OFFLINE", "0")  # restored after the test: `--offline` below sets it in this process
