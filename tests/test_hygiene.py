@@ -79,3 +79,20 @@ def test_the_tree_check_sees_a_written_file(tmp_path, monkeypatch):
     edited = conftest._tree_state()
     (tmp_path / "new.txt").write_text("n")
     assert len({before, edited, conftest._tree_state()}) == 3
+
+
+def test_the_public_api_is_visible():
+    """dir(lrbench) lists the lazy API, and each name is the engine's function (type checkers read the
+    TYPE_CHECKING import of lrbench/__init__.py, which names the same)."""
+    import ast
+
+    from lrbench.engine import api
+
+    assert set(lrbench.__all__) - {"__version__"} <= set(dir(lrbench))
+    for name in set(lrbench.__all__) - {"__version__"}:
+        assert getattr(lrbench, name) is getattr(api, name)
+    tree = ast.parse((ROOT / "lrbench" / "__init__.py").read_text())
+    typed = {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "engine.api" for a in n.names
+    }
+    assert typed == set(lrbench.__all__) - {"__version__"}

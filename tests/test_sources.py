@@ -106,7 +106,15 @@ def author_repo(hub, randomize):
 
 def test_moved_file_found_pinned_and_remembered(hub, author_repo, tmp_path, monkeypatch, rand_images):
     data, t = author_repo
-    res = pull("lrformer-t_ade20k")
+    from huggingface_hub.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_info()  # a caller's own level: lrbench quiets the hub for its call only
+    try:
+        res = pull("lrformer-t_ade20k")
+        assert hf_logging.get_verbosity() == hf_logging.INFO
+    finally:
+        hf_logging.set_verbosity(before)
     assert res["notes"][0] == (f"chose {T_FILE} in {REPO}@main (the manifest names lrformer-t-160k_ade20k_46.7.pth)")
     assert res["sha256"] == __import__("hashlib").sha256(data).hexdigest() and res["verified"]  # the hub's LFS sha256
     assert res["origin"] == f"hub {REPO}/{T_FILE}@{hub.commit}"

@@ -1,9 +1,14 @@
 """UperNet + Swin: equal to transformers on converted weights, mmseg checkpoints, published parameter counts."""
 
+import logging
+
 import pytest
 import torch
 import torch.nn as nn
+from typer.testing import CliRunner
 
+import lrbench
+from lrbench.cli import app
 from lrbench.engine.checkpoint import save_safetensors
 from lrbench.engine.models import create_model, load_checkpoint
 from lrbench.engine.models.upernet_swin import CONFIGS, PatchMerging, auxiliary_head_params
@@ -90,13 +95,22 @@ def _to_mmseg(sd: dict) -> dict:
     return out
 
 
-def test_mmseg_checkpoint(hf_t, tmp_path, rand_images):
+def test_mmseg_checkpoint(hf_t, tmp_path, rand_images, caplog):
     ref_model = create_model("upernet-swin-t")
     save_safetensors(hf_t.state_dict(), tmp_path / "hf.safetensors")
     load_checkpoint(ref_model, tmp_path / "hf.safetensors")
     torch.save({"meta": {}, "state_dict": _to_mmseg(ref_model.state_dict())}, tmp_path / "mmseg.pth")
     ours = create_model("upernet-swin-t")
-    assert load_checkpoint(ours, tmp_path / "mmseg.pth") == ["dropped 1 auxiliary_head keys (training-only FCN head)"]
+    note = "dropped 1 auxiliary_head keys (training-only FCN head)"
+    assert load_checkpoint(ours, tmp_path / "mmseg.pth") == [note] and ours.load_notes == [note]
+    # the conversion's notes are never dropped: the Python API keeps and logs them, `lrbench convert` prints them
+    with caplog.at_level(logging.INFO, logger="lrbench"):
+        api_model = lrbench.create_model("upernet-swin-t", checkpoint=str(tmp_path / "mmseg.pth"))
+    assert api_model.load_notes == [note] and note in caplog.text
+    r = CliRunner().invoke(
+        app, ["convert", "upernet-swin-t", str(tmp_path / "mmseg.pth"), str(tmp_path / "o.safetensors")]
+    )
+    assert r.exit_code == 0 and f"note: {note}" in r.stdout, r.output
     x = rand_images(256, 288)
     with torch.inference_mode():
         _close(ours(x), hf_logits(hf_t, x))
