@@ -15,7 +15,7 @@ from .stats import interval, match_images, resample_counts, resampled_miou
 
 def run_results(summary: dict, path: str | os.PathLike) -> dict[tuple[str | None, int | None], dict]:
     """(corruption, severity) -> per-image data of that run, for every run of a summary (clean: (None, None))."""
-    folder = Path(path).with_suffix("")
+    folder = Path(str(path).removesuffix(".json"))
     out = {}
     for run in summary["runs"]:
         file = folder / run["file"]

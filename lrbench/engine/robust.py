@@ -87,7 +87,7 @@ def robust(
     else:
         dataset = s.dataset
     folder = Path(out_dir or f"results/robust/{name}_{dataset}_{s.protocol}")
-    summary_path = folder.with_suffix(".json")
+    summary_path = folder.parent / f"{folder.name}.json"  # beside the folder (a dot in its name is kept)
     if not (s.resume or s.overwrite) and (summary_path.exists() or any(run_path(folder, r).exists() for r in runs)):
         raise OutputError(f"{folder}: holds results of an earlier run; pass --resume to continue, or --overwrite")
     done: list[tuple[tuple[str, int] | None, dict]] = []
