@@ -247,10 +247,9 @@ def test_corrupted_images_are_the_packages_for_the_same_seed():
 
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
 def test_glass_blur_fast_path_equals_the_package(severity):
-    import imagecorruptions.corruptions as impl
     from PIL import Image
 
-    package()
+    impl = package().corruptions  # the package's module, imported (and adapted) by lrbench
     img = (np.random.default_rng(severity).random((37, 45, 3)) * 255).astype(np.uint8)
     np.random.seed(11)
     want = impl.glass_blur(Image.fromarray(img), severity)  # the package's pixel-by-pixel loop
