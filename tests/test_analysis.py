@@ -395,3 +395,38 @@ def test_overlays_of_the_worst_images(tmp_path, synth, randomize, save_mmengine)
     assert np.array_equal(panel[14::scale, 2 * 64 * scale :: scale], want)  # the prediction panel
     r = run("analyze", out, "--worst", "1", "--overlays", tmp_path / "ov", "--plots", tmp_path / "p")
     assert r.exit_code == 2 and "already exists; pass --overwrite" in r.stderr
+
+
+def _robust_worker(rank, world, port, root, out):
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    settings = EvalSettings(Oracle("cityscapes"), data_root=root, dataset="cityscapes", recipe=IDENTITY, workers=0)
+    robust(settings, out_dir=out, corruptions=["shot_noise"])
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_robust_sharded_over_two_processes_equals_one(tmp_path, synth):
+    """torchrun-style: every run of a robust job sharded over 2 gloo processes gives one process's summary, and
+    analyze reads the same from each run."""
+    import socket
+
+    synth(tmp_path / "data", "cityscapes", n=5, sizes=((40, 48), (48, 40)))
+    settings = EvalSettings(
+        Oracle("cityscapes"), data_root=str(tmp_path / "data"), dataset="cityscapes", recipe=IDENTITY, workers=0
+    )
+    one = robust(settings, out_dir=str(tmp_path / "one"), corruptions=["shot_noise"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = (2, port, str(tmp_path / "data"), str(tmp_path / "two"))
+    torch.multiprocessing.spawn(_robust_worker, args=args, nprocs=2)
+    two = json.loads((tmp_path / "two.json").read_text())
+    keys = ("clean_mIoU", "per_corruption", "per_group", "mean_corrupted_mIoU", "relative_robustness", "runs")
+    assert {k: two[k] for k in keys} == {k: one[k] for k in keys}
+    for run in one["runs"]:
+        a = analysis.analyze(str(tmp_path / "one" / run["file"]), worst=5, plots=None)
+        b = analysis.analyze(str(tmp_path / "two" / run["file"]), worst=5, plots=None)
+        assert a["top_confusions"] == b["top_confusions"] and a["worst_images"] == b["worst_images"]
