@@ -298,6 +298,8 @@ def test_resume_faults_say_what_differs(work):
         args + ["--resume", "--protocol", "ms"], "r.json holds a finished result of a different run", root=work
     )
     assert "protocol: ss → ms" in line and "--overwrite" in line
+    line = fails_cleanly(args + ["--resume", "--corruption", "fog", "--severity", "2"], "different run", root=work)
+    assert "corruption: None → ['fog', 2]" in line  # a clean result is not continued as a corrupted one
     fails_cleanly(args, "r.json already exists; pass --overwrite", root=work)
     # an interrupted run whose image list then changed
     (work / "r.json").unlink()

@@ -410,9 +410,11 @@ def evaluate(
         "world": world,
         "merge": cfg.merge,
         "dtype": dtype,
-        "corruption": list(corruption) if corruption else None,
-        "calibration": s.calibration,
     }
+    if corruption:  # only when set: states and results of runs without them keep their fingerprints
+        fingerprint["corruption"] = list(corruption)
+    if s.calibration:
+        fingerprint["calibration"] = True
     state = ResumeState(
         state_path(out_path, rank, world) if out_path else None,
         fingerprint,
