@@ -7,6 +7,13 @@ option, declared once; the CLI builds it), :class:`ResumeState` (accumulated are
 through the model together, ``batch_size`` at a time) and the record written at the end
 (:func:`lrbench.results.record`). Under torchrun each rank takes a disjoint shard; rank 0 pulls the weights first and
 alone writes the result.
+
+Beside the record, ``<out>.per_image.npz`` keeps the per-image areas and the confusion matrix (what ``lrbench compare``
+and ``lrbench analyze`` read); each class's IoU / Acc carries its bootstrap interval. ``corruption`` / ``severity``
+evaluate on images corrupted as they are decoded (:mod:`lrbench.engine.corruptions`); ``calibration`` scores the
+full-resolution scores' argmax (the reference post-processing, :func:`lrbench.engine.pipeline.predict_logits`) and
+accumulates their top-1 confidence for the ECE (:class:`lrbench.engine.metrics.CalibrationAccumulator`), with a
+reliability diagram beside the result.
 """
 
 from __future__ import annotations
