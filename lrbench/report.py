@@ -101,7 +101,8 @@ def why_not_counted(run: dict, zoo: dict[str, ZooEntry]) -> str | None:
 
 
 def clean_evals(results: dict[str, list[dict]]) -> list[dict]:
-    """The evals on the clean validation images (corrupted ones belong to robustness runs: their own table)."""
+    """The evals on the clean validation images: corrupted ones never count toward a paper row (they are listed
+    under "Your runs", and summarised by their ``lrbench robust`` job's table)."""
     return [r for r in results["eval"] if not r.get("corruption")]
 
 
@@ -412,6 +413,11 @@ def render(
             f" (torch {m['torch']}, {m['iters']} iterations, layers over {m['max_gmacs']} GMACs not timed).",
         ]
     counted, others = split_evals(clean_evals(results), zoo)
+    others += [
+        (r, f"corrupted images ({r['corruption']['name']}, severity {r['corruption']['severity']})")
+        for r in results["eval"]
+        if r.get("corruption")
+    ]
     mmseg = {d: dataset_table(d, zoo, results, counted, origin="mmseg") for d in DATASET_TITLES}
     for d, title in DATASET_TITLES.items():
         L += ["", f"## {title}", "", _md_table(tables[d])]

@@ -317,6 +317,7 @@ def test_robust_killed_midway_and_resumed_equals_an_uninterrupted_run(tmp_path, 
 
     md, _ = render(load_results(tmp_path), load_zoo(), commit="x")
     assert "## Robustness to corruptions" in md and "| 100.00 |" in md and "partial |" in md
+    assert "corrupted images (fog, severity 5)" in md  # listed, never counted toward a paper row
 
 
 # ---------------------------------------------------------------- calibration
