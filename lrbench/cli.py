@@ -44,7 +44,7 @@ from .settings import (
     EvalSettings,
     Mode,
     Protocol,
-    check_corruption,
+    check_corruptions,
     check_entry_name,
     check_model_name,
     check_sha256,
@@ -741,9 +741,7 @@ def robust_cmd(
         resume=resume,
         overwrite=overwrite,
     ).check()
-    chosen = [c.strip() for c in corruptions.split(",") if c.strip()] if corruptions else None
-    for c in chosen or []:
-        check_corruption(c, 1)
+    chosen = check_corruptions([c.strip() for c in corruptions.split(",") if c.strip()] if corruptions else None)
     _preflight(model, dataset=dataset)
     res = with_progress(f"robust {model}", _engine().robust, settings, out_dir=out_dir, corruptions=chosen)
     if int(os.environ.get("RANK", "0")) > 0:

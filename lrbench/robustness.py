@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import ResultError
 from .results import per_image_of, read_eval
-from .stats import interval, match_images, resample_counts, resampled_miou
+from .stats import interval, match_images, miou, resample_counts, resampled_miou
 
 
 def run_results(summary: dict, path: str | os.PathLike) -> dict[tuple[str | None, int | None], dict]:
@@ -51,7 +51,7 @@ def compare_robust(a: dict, path_a: str, b: dict, path_b: str) -> dict:
             counts = resample_counts(len(ta))
         for side, p, t in (("a", pa, ta), ("b", pb, tb)):
             inter, union = p["intersect"][t], p["union"][t]
-            point[side, key] = resampled_miou(inter, union, np.ones((1, len(t))))[0]
+            point[side, key] = miou(inter.sum(0), union.sum(0))
             resampled[side, key] = resampled_miou(inter, union, counts)
 
     def side(which: str, source: dict) -> dict:

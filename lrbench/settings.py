@@ -251,6 +251,13 @@ def check_corruption(name: str | None, severity: int | None) -> tuple[str, int] 
     return name, int(severity)
 
 
+def check_corruptions(names: list[str] | None) -> list[str] | None:
+    """``--corruptions``: a subset of the 16 (each checked as ``--corruption``); None for all of them."""
+    for name in names or []:
+        check_corruption(name, SEVERITY_RANGE[0])
+    return names
+
+
 def check_sha256(sha256: str | None) -> str | None:
     if sha256 is None:
         return None

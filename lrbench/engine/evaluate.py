@@ -310,20 +310,21 @@ def run_loop(
         raise
 
 
-def confidence_source(cfg: TestConfig) -> str:
-    """What the calibration's top-1 confidence is, for a test configuration (the record states it)."""
+def confidence_rule(cfg: TestConfig) -> tuple[bool, str]:
+    """(softmax?, in words) of the calibration's top-1 confidence for a test configuration: the merged probabilities
+    as they are for ms merged by softmax, detectron2's scores as they are, else the softmax of the scores."""
     merged = cfg.protocol == "ms"
     if merged and cfg.merge == "softmax":
-        return "the merged probabilities: mean of the views' softmax at full resolution"
+        return False, "the merged probabilities: mean of the views' softmax at full resolution"
     if library_of(cfg.test) == "detectron2":
         what = "the mean of the views' scores" if merged else "the model's scores"
-        return f"{what} at full resolution as they are (detectron2's Mask2Former semantic scores; no softmax)"
-    return "softmax of the " + ("mean of the views' logits" if merged else "full-resolution scores")
+        return False, f"{what} at full resolution as they are (detectron2's Mask2Former semantic scores; no softmax)"
+    return True, "softmax of the " + ("mean of the views' logits" if merged else "full-resolution scores")
 
 
 def top1(cfg: TestConfig, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(confidence, class) per pixel from (B, K, H, W) full-resolution scores, as :func:`confidence_source` says."""
-    softmax = not (cfg.protocol == "ms" and cfg.merge == "softmax") and library_of(cfg.test) != "detectron2"
+    """(confidence, class) per pixel from (B, K, H, W) full-resolution scores, by :func:`confidence_rule`."""
+    softmax, _ = confidence_rule(cfg)
     probs = scores.float().softmax(1) if softmax else scores.float()
     return probs.max(1)
 
@@ -331,7 +332,7 @@ def top1(cfg: TestConfig, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def _image_digest(ds: SegDataset, indices: list[int]) -> str:
     h = hashlib.sha256()
     for i in indices:
-        h.update(str(ds.items[i][0].relative_to(ds.root)).encode() + b"\0")
+        h.update(ds.key(i).encode() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -515,7 +516,7 @@ def evaluate(
         if acc.calibration is None
         else acc.calibration.summary()
         | {
-            "confidence": confidence_source(cfg),
+            "confidence": confidence_rule(cfg)[1],
             "post_processing": "reference (full-resolution scores; labels = their argmax)",
             "diagram": reliability_path(out_path).name if out_path else None,
         },

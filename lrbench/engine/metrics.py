@@ -66,7 +66,6 @@ class IoUAccumulator:
     def __init__(self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu"):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.areas = {k: torch.zeros(num_classes, dtype=torch.int64, device=device) for k in AREA_KEYS}
         n = num_classes + 1
         self.confusion = torch.zeros(n, n, dtype=torch.int64, device=device)  # row label, column prediction
         self.images: dict[int, torch.Tensor] = {}  # dataset index -> (4, K) areas of that image, AREA_KEYS order
@@ -79,14 +78,16 @@ class IoUAccumulator:
             raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(label.shape)}")
         m = confusion(pred, label, self.num_classes, self.ignore_index)
         self.confusion += m
-        inter, area_p, area_t = areas_of(m)
-        self.areas["intersect"] += inter
-        self.areas["pred"] += area_p
-        self.areas["label"] += area_t
-        self.areas["union"] += area_p + area_t - inter
         if index is not None:
+            inter, area_p, area_t = areas_of(m)
             self.images[index] = torch.stack([inter, area_p + area_t - inter, area_p, area_t])
         return m
+
+    @property
+    def areas(self) -> dict[str, torch.Tensor]:
+        """mmseg's four areas per class (AREA_KEYS), read from the confusion matrix."""
+        inter, area_p, area_t = areas_of(self.confusion)
+        return {"intersect": inter, "union": area_p + area_t - inter, "pred": area_p, "label": area_t}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {k: v.cpu().clone() for k, v in self.areas.items()} | {"confusion": self.confusion.cpu().clone()}
@@ -95,8 +96,7 @@ class IoUAccumulator:
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for k in AREA_KEYS:
-            self.areas[k].copy_(state[k])
+        """Restore from :meth:`state_dict` (the areas in it are read from the matrix, so the matrix is what counts)."""
         self.confusion.copy_(state["confusion"])
         if self.calibration is not None:
             self.calibration.load_state_dict({k[12:]: v for k, v in state.items() if k.startswith("calibration_")})
@@ -123,16 +123,11 @@ class IoUAccumulator:
         return {i: a for part in parts for i, a in part.items()}
 
     def all_reduce(self) -> None:
-        """Sum the areas over all processes of the default group (no-op when not distributed)."""
+        """Sum the confusion matrix over all processes of the default group (no-op when not distributed)."""
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            K = self.num_classes
-            flat = torch.cat([self.areas[k] for k in AREA_KEYS] + [self.confusion.flatten()])
-            dist.all_reduce(flat)
-            for j, k in enumerate(AREA_KEYS):
-                self.areas[k] = flat[j * K : (j + 1) * K]
-            self.confusion = flat[len(AREA_KEYS) * K :].view(K + 1, K + 1)
+            dist.all_reduce(self.confusion)  # the areas are read from it
         if self.calibration is not None:
             self.calibration.all_reduce()
 

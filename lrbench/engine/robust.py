@@ -20,7 +20,7 @@ from ..errors import OutputError, UsageError
 from ..fileio import write_json
 from ..names import CORRUPTION_GROUPS, CORRUPTIONS, PROTOCOL_SEVERITIES
 from ..results import record
-from ..settings import EvalSettings
+from ..settings import EvalSettings, check_corruptions
 from ..zoo import resolve
 from .evaluate import evaluate
 
@@ -29,10 +29,7 @@ GROUP_OF = {c: g for g, cs in CORRUPTION_GROUPS.items() for c in cs}
 
 def plan(corruptions: list[str] | None = None) -> list[tuple[str, int] | None]:
     """The evaluations of the protocol: None (clean), then (corruption, severity) in the protocol's order."""
-    chosen = list(corruptions or CORRUPTIONS)
-    unknown = [c for c in chosen if c not in CORRUPTIONS]
-    if unknown:
-        raise UsageError(f"--corruptions: unknown {', '.join(unknown)}; known: {', '.join(CORRUPTIONS)}")
+    chosen = check_corruptions(corruptions) or CORRUPTIONS
     return [None] + [(c, s) for c in CORRUPTIONS if c in chosen for s in PROTOCOL_SEVERITIES[c]]
 
 
