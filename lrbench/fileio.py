@@ -80,18 +80,18 @@ def check_writable(path: str | os.PathLike, what: str = "--out") -> Path:
     return path
 
 
-def env_path(var: str, kind: str = "file", fix: str = "") -> Path | None:
-    """The file or folder (``kind``: file | dir | home) an environment variable names, or None when it is unset or
-    empty. A set variable never falls back to a default: a missing, unreadable or wrong-kind target is a one-line
+def env_path(var: str, kind: str = "file", fix: str = "", written: bool = False) -> Path | None:
+    """The file or folder (``kind``: file | dir) an environment variable names, or None when it is unset or empty. A
+    set variable never falls back to a default: a missing, unreadable or wrong-kind target is a one-line
     :class:`ConfigError` naming the variable, its value and ``fix`` (what to do), so that a pinned run cannot quietly
-    stop being pinned. A ``home`` (a cache lrbench writes) may be missing if its parent exists: it is made on first
-    use; one that exists must be a writable folder."""
+    stop being pinned. A target lrbench ``written`` to (a cache home, the manifest ``zoo publish`` writes) may be
+    missing if its parent folder exists -- it is made on first use -- and one that exists must be writable."""
     value = os.environ.get(var, "").strip()
     if not value:
         return None
     path = Path(value).expanduser()
     fix = fix or f"unset {var}"
-    if not path.exists() and kind == "home":  # a cache folder: made on first use, like huggingface_hub's
+    if not path.exists() and written:  # made on first use, as huggingface_hub makes its caches
         if not path.parent.is_dir():
             raise ConfigError(f"{var}={value}: its parent folder does not exist; {fix}")
         return path
@@ -99,11 +99,11 @@ def env_path(var: str, kind: str = "file", fix: str = "") -> Path | None:
         problem = "not found"
     elif kind == "file" and not path.is_file():
         problem = "is not a file"
-    elif kind in ("dir", "home") and not path.is_dir():
+    elif kind == "dir" and not path.is_dir():
         problem = "is not a folder"
-    elif not os.access(path, os.R_OK | (os.X_OK if kind != "file" else 0)):
+    elif not os.access(path, os.R_OK | (os.X_OK if kind == "dir" else 0)):
         problem = "cannot be read (permission denied)"
-    elif kind == "home" and not os.access(path, os.W_OK):
+    elif written and not os.access(path, os.W_OK):
         problem = "cannot be written (permission denied)"
     else:
         return path

@@ -9,7 +9,6 @@ answered at once. The library raises the same messages from the same functions.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,13 +134,9 @@ ZOO_FILE = data_dir("zoo") / "models.yaml"
 def local_manifest(may_be_missing: bool = False) -> Path | None:
     """The local manifest ``$LRBENCH_ZOO`` names (None when unset). A set variable whose file is missing or
     unreadable is an error, never a silent fall-back to the shipped manifest: a pinned run that quietly stopped being
-    pinned would measure other weights. ``may_be_missing``: the caller creates it (``zoo publish``)."""
+    pinned would measure other weights. ``may_be_missing``: the caller writes it (``zoo publish``): it may be missing if its folder exists."""
     fix = "create it with `lrbench zoo lock --out FILE` (or `zoo publish`), or unset LRBENCH_ZOO"
-    if may_be_missing:
-        value = os.environ.get("LRBENCH_ZOO", "").strip()
-        if value and not Path(value).expanduser().exists():
-            return Path(value).expanduser()
-    return env_path("LRBENCH_ZOO", "file", fix)
+    return env_path("LRBENCH_ZOO", "file", fix, written=may_be_missing)
 
 
 def zoo_names(local_may_be_missing: bool = False) -> dict[str, str]:

@@ -54,7 +54,7 @@ Progress = Callable[[int, int | None], None]  # (bytes done, total bytes or None
 # ----------------------------------------------------------------------------------------------------------------
 def lrbench_home() -> Path:
     """``$LRBENCH_HOME``, else ``$XDG_CACHE_HOME/lrbench``, else ``~/.cache/lrbench``."""
-    home = env_path("LRBENCH_HOME", "home", "point it at a writable folder, or unset LRBENCH_HOME")
+    home = env_path("LRBENCH_HOME", "dir", "point it at a writable folder, or unset LRBENCH_HOME", written=True)
     if home is not None:
         return home
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lrbench"
@@ -191,7 +191,7 @@ def _endpoint() -> str | None:
 def hf_cache_dir() -> str | None:
     # Read at call time (huggingface_hub reads these once at import); checked as lrbench's own home is.
     for var in ("HF_HUB_CACHE", "HF_HOME"):
-        path = env_path(var, "home", f"point it at a writable folder, or unset {var}")
+        path = env_path(var, "dir", f"point it at a writable folder, or unset {var}", written=True)
         if path is not None:
             return str(path if var == "HF_HUB_CACHE" else path / "hub")
     return None

@@ -43,7 +43,7 @@ from ..zoo import Resolved
 from .devices import autocast, check_device, check_dtype, device_name, resolve_device
 from .inference import Loaded, load
 from .loader import DatasetError, SegDataset, collate_list
-from .metrics import AREA_KEYS, CalibrationAccumulator, IoUAccumulator
+from .metrics import CalibrationAccumulator, IoUAccumulator
 from .pipeline import TestConfig, ms_views, predict_labels, predict_logits
 from .timing import Intervals, Stages
 
@@ -510,7 +510,7 @@ def evaluate(
         },
         mAcc=summary["mAcc"],
         per_class=summary["per_class"],
-        areas={k: acc.areas[k].tolist() for k in AREA_KEYS},
+        areas={k: v.tolist() for k, v in acc.areas.items()},
         corruption=corruption_record(corruption),
         calibration=None
         if acc.calibration is None

@@ -200,9 +200,7 @@ def publish(
     """Verify, convert and upload (or, with ``dry_run``, only write) a zoo entry's weights; see the module docstring."""
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
         raise UsageError(f"--repo-id must be OWNER/NAME, got '{repo_id}'")
-    local = local_manifest(may_be_missing=True)  # created here when missing; its folder must exist
-    if local is not None and not local.parent.is_dir():
-        raise UsageError(f"LRBENCH_ZOO={local}: its folder does not exist; create it, or unset LRBENCH_ZOO")
+    local = local_manifest(may_be_missing=True)  # written here (created when missing; its folder must exist)
     entry = get_entry(entry_name, local_may_be_missing=True)
     if dry_run is not None:
         folder = Path(dry_run)
