@@ -12,6 +12,7 @@ are read back (their fingerprints must match), the one that was cut continues fr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -128,12 +129,6 @@ def robust(
         folder=str(folder),
         **summarize(clean, corrupted),
     )
-    if int(clean.get("world_size") or 1) == 1 or _rank() == 0:
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun rank 0 writes, as reproduce and eval do
         write_json(summary_path, summary)
     return summary | {"out": str(summary_path)}
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
