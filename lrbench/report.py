@@ -85,6 +85,9 @@ def not_complete(run: dict, entry: ZooEntry) -> str | None:
 
 def why_not_counted(run: dict, zoo: dict[str, ZooEntry]) -> str | None:
     """None when an eval counts toward its zoo entry's paper row (see the module docstring), else the reason."""
+    corruption = run.get("corruption")
+    if corruption:  # robustness runs are summarised by their `lrbench robust` table, never a paper row
+        return f"corrupted images ({corruption['name']}, severity {corruption['severity']})"
     entry = zoo.get(run.get("zoo_entry") or "")
     if entry is None:
         return "not a zoo entry's run"
@@ -98,12 +101,6 @@ def why_not_counted(run: dict, zoo: dict[str, ZooEntry]) -> str | None:
     elif run.get("weights") != "zoo":
         return "local checkpoint (not the zoo's published weights)"
     return None
-
-
-def clean_evals(results: dict[str, list[dict]]) -> list[dict]:
-    """The evals on the clean validation images: corrupted ones never count toward a paper row (they are listed
-    under "Your runs", and summarised by their ``lrbench robust`` job's table)."""
-    return [r for r in results["eval"] if not r.get("corruption")]
 
 
 def robustness_section(results: dict[str, list[dict]]) -> list[str]:
@@ -355,7 +352,7 @@ def family_claims(tables: dict[str, pd.DataFrame]) -> list[dict]:
 
 
 def build_tables(results: dict[str, list[dict]], zoo: dict) -> dict[str, pd.DataFrame]:
-    counted, _ = split_evals(clean_evals(results), zoo)
+    counted, _ = split_evals(results["eval"], zoo)
     return {d: dataset_table(d, zoo, results, counted) for d in DATASET_TITLES}
 
 
@@ -412,12 +409,7 @@ def render(
             f"Attention layers: one per stage at LRFormer-S / SegFormer-B2 widths; latency on {m['device_name']}"
             f" (torch {m['torch']}, {m['iters']} iterations, layers over {m['max_gmacs']} GMACs not timed).",
         ]
-    counted, others = split_evals(clean_evals(results), zoo)
-    others += [
-        (r, f"corrupted images ({r['corruption']['name']}, severity {r['corruption']['severity']})")
-        for r in results["eval"]
-        if r.get("corruption")
-    ]
+    counted, others = split_evals(results["eval"], zoo)
     mmseg = {d: dataset_table(d, zoo, results, counted, origin="mmseg") for d in DATASET_TITLES}
     for d, title in DATASET_TITLES.items():
         L += ["", f"## {title}", "", _md_table(tables[d])]
