@@ -420,15 +420,18 @@ def claims_cmd(
         console.print(f"plot: {plot}")
 
 
-def _settings_options(cls) -> list[inspect.Parameter]:
+def _cli_fields(cls, without: tuple[str, ...] = ()) -> list[dataclasses.Field]:
+    """The fields of a settings dataclass that are command-line options (``without`` left to their defaults)."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("python_only") and f.name not in without]
+
+
+def _settings_options(cls, without: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """The CLI parameters of a settings dataclass (:mod:`lrbench.settings`): each field's type, default and help,
     so an option is declared once, in the dataclass."""
     hints = typing.get_type_hints(cls)
     params = []
-    for f in dataclasses.fields(cls):
+    for f in _cli_fields(cls, without):
         meta = f.metadata
-        if meta.get("python_only"):
-            continue
         if meta.get("argument"):
             default = typer.Argument(..., help=meta["help"])
             annotation = str
@@ -441,9 +444,9 @@ def _settings_options(cls) -> list[inspect.Parameter]:
     return params
 
 
-def _with_settings(cls):
+def _with_settings(cls, without: tuple[str, ...] = ()):
     """Decorate a command taking ``settings`` (plus its own CLI-only options) so that its options are ``cls``'s
-    fields; it is called with the settings object built once from them."""
+    fields (but ``without``, which keep their defaults); it is called with the settings object built once from them."""
 
     def wrap(fn):
         own = [
@@ -451,14 +454,14 @@ def _with_settings(cls):
             for name, p in inspect.signature(fn).parameters.items()
             if name != "settings"
         ]
-        names = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("python_only")]
+        names = [f.name for f in _cli_fields(cls, without)]
 
         @functools.wraps(fn)
         def command(**kwargs):
             settings = cls(**{k: kwargs.pop(k) for k in names})
             return fn(settings=settings, **kwargs)
 
-        params = _settings_options(cls)
+        params = _settings_options(cls, without)
         command.__signature__ = inspect.Signature(params + own)
         command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
         return command
@@ -705,44 +708,23 @@ def analyze_cmd(
     "robust",
     epilog="Example: lrbench robust segformer-b0_cityscapes --data-root ~/data   (then lrbench report)",
 )
+@_with_settings(EvalSettings, without=("corruption", "severity", "out"))
 def robust_cmd(
-    model: str = typer.Argument(..., help=NAME),
-    data_root: str = typer.Option(..., "--data-root", help="Folder with the dataset's standard layout."),
-    dataset: Optional[Dataset] = typer.Option(None, help="Default: the zoo entry's (else ade20k)."),
-    checkpoint: Optional[str] = typer.Option(None, help="Local weights (default: the zoo's)."),
-    protocol: Protocol = typer.Option("ss", help="ss (single scale) | ms (6 scales + flip)."),
+    settings: EvalSettings,
     corruptions: Optional[str] = typer.Option(
         None, help="Comma-separated subset of the 16 corruptions (default: all; see `lrbench eval --corruption`)."
     ),
     out_dir: Optional[str] = typer.Option(
         None, "--out-dir", help="Folder of the runs' results (default results/robust/MODEL_DATASET_PROTOCOL)."
     ),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images (a partial run)."),
-    batch_size: int = typer.Option(1, "--batch-size", min=1),
-    workers: int = typer.Option(2, min=0, help="DataLoader worker processes."),
-    device: Device = typer.Option("auto", help="auto = cuda when available, else cpu."),
-    dtype: Dtype = typer.Option("fp32", help="Autocast dtype (fp16 needs CUDA)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the same folder."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results of an earlier run."),
     json_out: bool = JSON,
 ) -> None:
-    """Corruption robustness: clean + 16 corruptions x severities (Kamann & Rother / Cityscapes-C protocol)."""
-    settings = EvalSettings(
-        model,
-        data_root=data_root,
-        dataset=dataset,
-        checkpoint=checkpoint,
-        protocol=protocol,
-        limit=limit,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        dtype=dtype,
-        resume=resume,
-        overwrite=overwrite,
-    ).check()
+    """Corruption robustness: clean + 16 corruptions x severities (Kamann & Rother / Cityscapes-C protocol); every
+    eval option applies to each run."""
+    settings.check()
+    model = settings.model
     chosen = check_corruptions([c.strip() for c in corruptions.split(",") if c.strip()] if corruptions else None)
-    _preflight(model, dataset=dataset)
+    _preflight(model, dataset=settings.dataset)
     res = with_progress(f"robust {model}", _engine().robust, settings, out_dir=out_dir, corruptions=chosen)
     if int(os.environ.get("RANK", "0")) > 0:
         return

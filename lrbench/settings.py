@@ -78,8 +78,8 @@ class EvalSettings:
     out: Optional[str] = option(
         None, "Result JSON ({model}, {dataset}, {protocol} are filled in).", cli_default=AUTO_OUT
     )
-    resume: bool = option(False, "Continue an interrupted run of the same --out.")
-    overwrite: bool = option(False, "Replace an existing --out (and its state).")
+    resume: bool = option(False, "Continue an interrupted run of the same --out (robust: --out-dir).")
+    overwrite: bool = option(False, "Replace an existing --out and its state (robust: --out-dir's results).")
     state_every: int = option(50, "Save the resume state at least every this many images.", min=1)
     state_seconds: float = option(
         60.0, "Save the resume state at least every this many seconds.", flag="--save-every", min=0
